@@ -1,0 +1,15 @@
+"""Blueprints, one per resource, served under /api and /api/v4 (v3 routes under /api only)."""
+from __future__ import annotations
+
+from flask import Flask
+
+from . import agents, health, keys, legacy
+
+blueprints = [health.bp, keys.bp, agents.bp]
+
+
+def init_app(app: Flask) -> None:
+    for bp in blueprints:
+        app.register_blueprint(bp, url_prefix="/api")
+        app.register_blueprint(bp, url_prefix="/api/v4", name=f"v4_{bp.name}")
+    app.register_blueprint(legacy.bp, url_prefix="/api")

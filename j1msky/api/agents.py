@@ -1,0 +1,165 @@
+"""/spawn, /spawn-batch, /agent/{id}, /agents, /agents/active."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+from marshmallow import ValidationError
+
+from ..auth import require_scope
+from ..config import current as current_config
+from ..db import after_commit, get_db, transaction
+from ..errors import APIError
+from ..schemas import SpawnBatchRequest, SpawnRequest
+from ..services import agents, budget, catalog, clock
+from ..services.pagination import Field, build_page, parse_list_args
+from .common import json_body
+
+bp = Blueprint("agents", __name__)
+
+AGENT_FIELDS = {
+    "agent_id": Field("agent_id", "str", nullable=False),
+    "status": Field("status", "str", nullable=False),
+    "model": Field("model", "str", nullable=False),
+    "team": Field("team", "str"),
+    "priority": Field("priority", "str", nullable=False),
+    "task": Field("task", "str", sortable=False),
+    "created_at": Field("created_at", "time", nullable=False),
+    "started_at": Field("started_at", "time"),
+    "completed_at": Field("completed_at", "time"),
+    "cost": Field("actual_micros", "money", nullable=False),
+    "actual_cost": Field("actual_micros", "money", nullable=False),
+    "estimated_cost": Field("estimated_micros", "money", nullable=False),
+    "fallback_from": Field("fallback_from", "str"),
+}
+SHORTHANDS = {
+    "status": ("status", "eq"), "model": ("model", "eq"), "team": ("team", "eq"),
+    "created_after": ("created_at", "gt"), "created_before": ("created_at", "lt"),
+    "cost_gt": ("cost", "gt"), "cost_lt": ("cost", "lt"),
+}
+
+
+def submit_after_commit(conn, row) -> None:
+    runner = current_app.extensions.get("j1msky_runner")
+    if runner is not None:
+        after_commit(conn, lambda: runner.submit(row["agent_id"], row["priority"]))
+
+
+def prepare(config: dict, req: dict) -> dict:
+    """Pick a model when none was named; refuse one that cannot be served at all."""
+    if req.get("model") is None:
+        req["model"] = catalog.default_model(config)
+    catalog.check_servable(config, req["model"])
+    return req
+
+
+def admit(conn, config: dict, req: dict):
+    row = agents.insert(conn, config, g.key, req)
+    submit_after_commit(conn, row)
+    return row
+
+
+def spawned(row) -> dict:
+    return {"success": True, "agent_id": row["agent_id"], "model": row["model"],
+            "status": row["status"], "priority": row["priority"], "timeout": row["timeout"],
+            "estimated_cost": agents.dollars(row["estimated_micros"]),
+            "created_at": clock.iso_out(row["created_at"])}
+
+
+def spawn_one():
+    config = current_config()
+    req = prepare(config, SpawnRequest(config).load(json_body()))
+    with transaction(get_db()) as conn:
+        row = admit(conn, config, req)
+    return spawned(row), 202, {"Location": f"/api/agent/{row['agent_id']}"}
+
+
+@bp.post("/spawn")
+@require_scope("agents:write")
+def spawn():
+    """Spawn one agent; 202 with its id while it waits for a worker."""
+    return spawn_one()
+
+
+@bp.post("/spawn-batch")
+@require_scope("agents:write")
+def spawn_batch():
+    """Spawn 1..50 agents, validated all or nothing."""
+    config = current_config()
+    items = SpawnBatchRequest().load(json_body())["agents"]
+    requests, errors = [], {}
+    for index, item in enumerate(items):
+        try:
+            requests.append(prepare(config, SpawnRequest(config).load(item)))
+        except ValidationError as exc:
+            errors[str(index)] = exc.messages
+    if errors:
+        raise ValidationError({"agents": errors})
+    with transaction(get_db()) as conn:
+        rows = [admit(conn, config, req) for req in requests]
+    return {"success": True, "count": len(rows), "agents": [spawned(r) for r in rows]}, 202
+
+
+def agent_detail(agent_id: str):
+    return agents.to_api_detail(agents.get(get_db(), agent_id))
+
+
+def cancel_agent(agent_id: str):
+    with transaction(get_db()) as conn:
+        refund = agents.cancel(conn, agent_id)
+        runner = current_app.extensions.get("j1msky_runner")
+        if runner is not None:
+            after_commit(conn, lambda: runner.cancel(agent_id))
+    return {"success": True, "message": "Agent cancelled", "agent_id": agent_id,
+            "status": "cancelled", "refund": agents.dollars(refund)}
+
+
+@bp.get("/agent/<agent_id>")
+@require_scope("agents:read")
+def get_agent(agent_id: str):
+    """One agent, with the documented short names."""
+    return agent_detail(agent_id)
+
+
+@bp.delete("/agent/<agent_id>")
+@require_scope("agents:write")
+def cancel(agent_id: str):
+    """Cancel a waiting or running agent; 409 once it has finished."""
+    json_body(allow_empty=True)
+    return cancel_agent(agent_id)
+
+
+@bp.get("/agents")
+@require_scope("agents:read")
+def list_agents():
+    """Agents with filters, sort, offset or cursor pages, and cost totals."""
+    query = parse_list_args(request.args, AGENT_FIELDS, shorthands=SHORTHANDS)
+    conn = get_db()
+    sql, params = query.page_sql("agents")
+    rows = conn.execute(sql, params).fetchall()
+    by_model = conn.execute(f"SELECT model, count(*), sum(actual_micros) FROM agents"
+                            f"{query.where_sql} GROUP BY model", query.params).fetchall()
+    total = sum(r[1] for r in by_model)
+    page, pagination, links = build_page(rows, query, total=total, base_path=request.path,
+                                         args=request.args)
+    return {"data": [agents.to_api(r) for r in page], "pagination": pagination,
+            "links": links,
+            "meta": {"total_cost": agents.dollars(sum(r[2] or 0 for r in by_model)),
+                     "by_model": {r[0]: r[1] for r in by_model}}}
+
+
+@bp.get("/agents/active")
+@require_scope("agents:read")
+def active_agents():
+    """Agents waiting or running now, and today's spend."""
+    conn = get_db()
+    rows = conn.execute("SELECT * FROM agents WHERE status IN ('spawning', 'running')"
+                        " ORDER BY id").fetchall()
+    return {"agents": [agents.to_api(r) for r in rows], "count": len(rows),
+            "total_cost_today": agents.dollars(budget.today_spend(conn, current_config()))}
+
+
+def require_agent_id() -> str:
+    agent_id = request.args.get("agent_id", "").strip()
+    if not agent_id:
+        raise APIError(400, "agent_id query parameter is required",
+                       details={"agent_id": ["Missing data for required field."]})
+    return agent_id

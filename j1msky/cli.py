@@ -1,0 +1,176 @@
+"""The j1msky command: init, keys, serve, purge (built on Flask's CLI)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup
+
+from . import create_app, instance_folder
+from .config import ConfigError, example_text, load_file
+from .db import get_db, transaction
+from .services import catalog, keys
+
+log = logging.getLogger("j1msky")
+
+
+@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False,
+             add_version_option=False)
+def cli():
+    """J1MSKY: self-hosted agent orchestration API."""
+
+
+def fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+@cli.command(with_appcontext=False)
+def init():
+    """Create the instance folder, config.json (from the example) and the database."""
+    folder = instance_folder()
+    os.makedirs(folder, exist_ok=True)
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.exists(config_path):
+        with open(config_path, "w", encoding="utf-8") as fh:
+            fh.write(example_text())
+        click.echo(f"Wrote {config_path}")
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        fail(str(exc))
+    click.echo(f"Database ready at {app.config['DATABASE']}")
+    with app.app_context():
+        if not keys.list_keys(get_db()):
+            first = create_first_key(app)
+            click.echo(f"First admin key (all scopes), shown once: {first['key']}")
+
+
+def create_first_key(app) -> dict:
+    with transaction(get_db()) as conn:
+        return keys.create_key(conn, env=app.extensions["j1msky_config"].get()["environment"],
+                               name="owner", scopes=list(keys.SCOPES),
+                               master=app.extensions["j1msky_master"])
+
+
+@cli.group("keys")
+def keys_group():
+    """Create, list, revoke and rotate API keys."""
+
+
+@keys_group.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(keys.SCOPES), help="Repeat for several scopes.")
+@click.option("--signing", is_flag=True, help="Also issue an api_secret for request signing.")
+@click.option("--require-signature", is_flag=True, help="Refuse unsigned requests with this key.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
+              help="Agents this key may have in flight (default from config).")
+@click.option("--json", "as_json", is_flag=True, help="Print {key_id, key, api_secret}.")
+def keys_create(name, scopes, signing, require_signature, max_concurrent, as_json):
+    """Create a key; it is printed once and stored only as a hash."""
+    env = current_app.extensions["j1msky_config"].get()["environment"]
+    with transaction(get_db()) as conn:
+        created = keys.create_key(conn, env=env, name=name, scopes=list(scopes),
+                                  master=current_app.extensions["j1msky_master"],
+                                  signing=signing, require_signature=require_signature,
+                                  max_concurrent=max_concurrent)
+    if as_json:
+        click.echo(json.dumps({k: created[k] for k in ("key_id", "key", "api_secret")}))
+        return
+    click.echo(f"key_id:     {created['key_id']}")
+    click.echo(f"key:        {created['key']}")
+    if created["api_secret"]:
+        click.echo(f"api_secret: {created['api_secret']}")
+    click.echo("Store these now: they are not shown again.")
+
+
+@keys_group.command("list")
+def keys_list():
+    """List keys (never their values)."""
+    for key in keys.list_keys(get_db()):
+        click.echo(f"{key['key_id']}  {key['status']:8}  {key['prefix']}…  "
+                   f"{' '.join(key['scopes'])}  {key['name']}")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@click.option("--reason", default=None)
+def keys_revoke(key_id, reason):
+    """Revoke a key at once."""
+    with transaction(get_db()) as conn:
+        run_key_op(lambda: keys.revoke_key(conn, key_id, reason))
+    click.echo(f"Revoked {key_id}")
+
+
+@keys_group.command("rotate")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True)
+def keys_rotate(key_id, as_json):
+    """Issue a replacement key; the old one expires after the grace period."""
+    settings = current_app.extensions["j1msky_config"].get()
+    with transaction(get_db()) as conn:
+        rotated = run_key_op(lambda: keys.rotate_key(
+            conn, key_id, env=settings["environment"],
+            master=current_app.extensions["j1msky_master"],
+            grace_hours=settings["security"]["rotation_grace_hours"]))
+    if as_json:
+        click.echo(json.dumps({k: rotated[k] for k in ("key_id", "key", "api_secret")}))
+        return
+    click.echo(f"key_id:     {rotated['key_id']}\nkey:        {rotated['key']}")
+    if rotated["api_secret"]:
+        click.echo(f"api_secret: {rotated['api_secret']}")
+    click.echo(f"{key_id} keeps working until {rotated['old_key_expires_at']}.")
+
+
+def run_key_op(op):
+    from .errors import APIError
+    try:
+        return op()
+    except APIError as exc:
+        fail(exc.message)
+
+
+@cli.command(with_appcontext=False)
+@click.option("--host", default=None, help="Address to bind (config server.host).")
+@click.option("--port", type=int, default=None, help="Port (config server.port).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Request threads (config server.threads).")
+@click.option("--workers", type=int, default=1, help="Must be 1: agents live in one process.")
+def serve(host, port, threads, workers):
+    """Serve the API with gunicorn: one worker process, N threads."""
+    if workers != 1:
+        fail("j1msky serve runs exactly one worker: the agent pool and scheduler live in it."
+             " Use --threads for concurrency.")
+    try:
+        config = load_file(os.path.join(instance_folder(), "config.json"))
+    except ConfigError as exc:
+        fail(str(exc))
+    warn_simulated(config)
+    from .server import run
+    server = config["server"]
+    run(host or server["host"], port or server["port"], threads or server["threads"])
+
+
+def warn_simulated(config: dict) -> None:
+    simulated = [m for m in config["models"] if catalog.availability(config, m) == "simulated"]
+    if simulated:
+        missing = catalog.missing_key_variables(config)
+        hint = f" Set {', '.join(missing)} to use the real providers." if missing else ""
+        click.echo(f"Warning: models {', '.join(simulated)} are served by the built-in simulator"
+                   f" (answers say \"simulated\": true).{hint}", err=True)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="j1msky")
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+-- J1MSKY schema, latest version. Versioned with PRAGMA user_version; an older
+-- database is brought here by the files in migrations/ (see db.py).
+-- Timestamps: TEXT 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (string order = time order).
+-- Money: INTEGER micro-dollars.
+
+-- API keys: only the SHA-256 of a key is stored, never the key itself.
+CREATE TABLE api_keys (
+    id                TEXT PRIMARY KEY,            -- key_<hex>
+    name              TEXT NOT NULL,
+    prefix            TEXT NOT NULL,               -- first characters, for people
+    key_hash          TEXT NOT NULL UNIQUE,        -- sha256 hex of the key
+    scopes            TEXT NOT NULL,               -- space separated
+    signing_salt      TEXT,                        -- api_secret = HMAC(master, salt); NULL: no secret
+    require_signature INTEGER NOT NULL DEFAULT 0,
+    max_concurrent    INTEGER,                     -- NULL: config default
+    created_at        TEXT NOT NULL,
+    expires_at        TEXT,                        -- set by rotation (grace) or at creation
+    revoked_at        TEXT,
+    revoke_reason     TEXT,
+    notify_user       INTEGER NOT NULL DEFAULT 0,
+    rotated_to        TEXT,                        -- id of the key that replaced this one
+    last_used_at      TEXT
+);
+
+-- Signatures seen inside the replay window (sha256 of the signature only).
+CREATE TABLE seen_signatures (
+    signature_hash TEXT PRIMARY KEY,
+    seen_at        TEXT NOT NULL
+);
+
+-- Agents: one row per spawned agent or team run.
+CREATE TABLE agents (
+    id               INTEGER PRIMARY KEY,          -- keyset tiebreaker
+    agent_id         TEXT NOT NULL UNIQUE,         -- subagent_<unix>_<digits>
+    key_id           TEXT,
+    model            TEXT NOT NULL,
+    team             TEXT,
+    status           TEXT NOT NULL,                -- spawning|running|completed|failed|cancelled
+    task             TEXT,
+    priority         TEXT NOT NULL,
+    timeout          REAL NOT NULL,
+    created_at       TEXT NOT NULL,
+    started_at       TEXT,
+    completed_at     TEXT,
+    result           TEXT,
+    error            TEXT,
+    estimated_micros INTEGER NOT NULL DEFAULT 0,
+    actual_micros    INTEGER NOT NULL DEFAULT 0,
+    input_tokens     INTEGER NOT NULL DEFAULT 0,
+    output_tokens    INTEGER NOT NULL DEFAULT 0,
+    fallback_from    TEXT,
+    steps            TEXT,                          -- JSON list for teams
+    simulated        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX agents_created ON agents (created_at);
+CREATE INDEX agents_status_created ON agents (status, created_at);
+CREATE INDEX agents_model_created ON agents (model, created_at);
+CREATE INDEX agents_team_created ON agents (team, created_at);
+CREATE INDEX agents_completed ON agents (completed_at);
+CREATE INDEX agents_cost ON agents (actual_micros);
+CREATE INDEX agents_key_status ON agents (key_id, status);
+
+-- Idempotency keys (Stripe semantics), scoped to the calling API key.
+CREATE TABLE idempotency_keys (
+    key_id        TEXT NOT NULL,
+    idem_key      TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,                   -- sha256 of method, path, body
+    state         TEXT NOT NULL,                   -- executing|done
+    status_code   INTEGER,
+    response_body TEXT,
+    headers       TEXT,                            -- JSON object
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    PRIMARY KEY (key_id, idem_key)
+);
+CREATE INDEX idempotency_expiry ON idempotency_keys (expires_at);

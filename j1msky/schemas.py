@@ -1,0 +1,87 @@
+"""Request and response schemas (marshmallow); they also feed the OpenAPI document."""
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate
+
+from .services.keys import SCOPES
+
+
+class KeyCreateRequest(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
+                         validate=validate.Length(min=1))
+    signing = fields.Boolean(load_default=False)
+    require_signature = fields.Boolean(load_default=False)
+    max_concurrent_agents = fields.Integer(strict=True, load_default=None, allow_none=True,
+                                           validate=validate.Range(min=1, max=1000))
+
+
+class KeyRevokeRequest(Schema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    notify_user = fields.Boolean(load_default=False)
+
+
+class StrictInteger(fields.Integer):
+    """An integer that refuses strings, floats and booleans."""
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class TaskField(fields.String):
+    """Task text: trimmed, 1..2000 characters."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not text:
+            raise ValidationError("Task cannot be empty")
+        if len(text) > 2000:
+            raise ValidationError("Task must be at most 2000 characters")
+        return text
+
+
+PRIORITIES = ("low", "normal", "high")
+
+
+def one_of(label: str, choices) -> validate.OneOf:
+    return validate.OneOf(choices, error=f"{label} must be one of: {', '.join(choices)}")
+
+
+class AgentRequest(Schema):
+    """Fields common to spawn and spawn-team; built against the config in force."""
+
+    task = TaskField(required=True, error_messages={"required": "Task cannot be empty",
+                                                    "null": "Task cannot be empty",
+                                                    "invalid": "Task must be a string"})
+    priority = fields.String(load_default="normal", validate=one_of("Priority", PRIORITIES),
+                             error_messages={"invalid": "Priority must be a string"})
+    timeout = StrictInteger(error_messages={"invalid": "Timeout must be a whole number of seconds"})
+
+    def __init__(self, config: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        agents = config["agents"]
+        self.fields["timeout"].validators = [validate.Range(
+            min=1, max=agents["max_timeout"],
+            error=f"Timeout must be between 1 and {agents['max_timeout']:g} seconds")]
+
+    @post_load
+    def fill_defaults(self, data, **kwargs):
+        data.setdefault("timeout", self.config["agents"]["default_timeout"])
+        return data
+
+
+class SpawnRequest(AgentRequest):
+    model = fields.String(load_default=None, error_messages={"invalid": "Model must be a string"})
+
+    def __init__(self, config: dict, **kwargs):
+        super().__init__(config, **kwargs)
+        self.fields["model"].validators = [one_of("Model", list(config["models"]))]
+
+
+class SpawnBatchRequest(Schema):
+    agents = fields.List(fields.Dict(), required=True,
+                         validate=validate.Length(min=1, max=50,
+                                                  error="agents must hold 1 to 50 spawn requests"))

@@ -1,0 +1,47 @@
+"""gunicorn, embedded: one worker process (the agent pool and scheduler live there), N threads."""
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+log = logging.getLogger("j1msky")
+
+
+class J1mskyServer(BaseApplication):
+    def __init__(self, options: dict):
+        self.options = options
+        self.application = None
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        if self.cfg.workers != 1:
+            raise SystemExit("j1msky serve runs exactly one worker")
+
+    def load(self):
+        from . import create_app, start_background
+        app = create_app()
+        start_background(app)
+        self.application = app
+        return app
+
+
+def worker_exit(server, worker):
+    """SIGTERM: stop taking agents, let running ones finish for a bounded time."""
+    from . import stop_background
+    app = getattr(server.app, "application", None)
+    if app is not None:
+        stop_background(app)
+
+
+def run(host: str, port: int, threads: int, extra: dict | None = None) -> None:
+    options = {
+        "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
+        "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
+        "loglevel": "info", "worker_exit": worker_exit,
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+        **(extra or {}),
+    }
+    J1mskyServer(options).run()

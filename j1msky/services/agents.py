@@ -1,0 +1,176 @@
+"""Agent records: admission, state transitions, costs and the API view of a row."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+import time
+
+from ..errors import APIError
+from . import catalog, clock
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+ACTIVE = ("spawning", "running")
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def dollars(micros: int | None) -> float:
+    return round((micros or 0) / 1_000_000, 6)
+
+
+def new_agent_id() -> str:
+    return f"subagent_{int(time.time())}_{random.randrange(10**6):06d}"
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough input token count: about four characters a token."""
+    return math.ceil(len(text) / 4) + 8
+
+
+def step_plan(config: dict, model: str | None, team: str | None) -> list[dict]:
+    """The steps an agent runs: its team's, or one step of its model."""
+    if team:
+        return [dict(step) for step in config["teams"][team]["steps"]]
+    return [{"model": model, "role": None}]
+
+
+def estimate_micros(config: dict, steps: list[dict], task: str) -> int:
+    """The most the steps may cost: the priciest model of each step's fallback chain,
+    at the task's input size (plus the previous step's output) and the output cap."""
+    cap = config["agents"]["max_output_tokens"]
+    total, previous_output = 0, 0
+    for step in steps:
+        tokens_in = estimate_tokens(task + (step["role"] or "")) + previous_output
+        total += max(catalog.cost_micros(config, m, tokens_in, cap)
+                     for m in catalog.fallback_chain(config, step["model"]))
+        previous_output = cap
+    return total
+
+
+def active_count(conn: sqlite3.Connection, key_id: str) -> int:
+    return conn.execute("SELECT count(*) FROM agents WHERE key_id = ? AND status IN"
+                        " ('spawning', 'running')", (key_id,)).fetchone()[0]
+
+
+def check_concurrency(conn: sqlite3.Connection, config: dict, key: sqlite3.Row) -> None:
+    limit = key["max_concurrent"] or config["agents"]["max_concurrent_per_key"]
+    if active_count(conn, key["id"]) >= limit:
+        raise APIError(429, f"This key already has {limit} agents in flight (its limit)",
+                       retry_after=5)
+
+
+def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict) -> sqlite3.Row:
+    """Admit one agent (caller holds a write transaction): checks, reservation, row."""
+    steps = step_plan(config, req.get("model"), req.get("team"))
+    model = req.get("model") or steps[0]["model"]
+    check_concurrency(conn, config, key)
+    estimate = estimate_micros(config, steps, req["task"])
+    team_steps = json.dumps([{"model": s["model"], "status": "pending", "output": None,
+                              "cost": 0.0} for s in steps]) if req.get("team") else None
+    for _ in range(20):
+        agent_id = new_agent_id()
+        try:
+            conn.execute(
+                "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority,"
+                " timeout, created_at, estimated_micros, steps)"
+                " VALUES (?, ?, ?, ?, 'spawning', ?, ?, ?, ?, ?, ?)",
+                (agent_id, key["id"], model, req.get("team"), req["task"], req["priority"],
+                 req["timeout"], clock.now_iso(), estimate, team_steps))
+            return get(conn, agent_id)
+        except sqlite3.IntegrityError:
+            continue
+    raise APIError(503, "Could not allocate an agent id, try again", retry_after=1)
+
+
+def get(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
+    if row is None:
+        raise APIError(404, f"Agent '{agent_id}' not found")
+    return row
+
+
+def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
+    """spawning -> running; None when the agent is no longer waiting (cancelled)."""
+    updated = conn.execute("UPDATE agents SET status = 'running', started_at = ?"
+                           " WHERE agent_id = ? AND status = 'spawning'",
+                           (clock.now_iso(), agent_id)).rowcount
+    return get(conn, agent_id) if updated else None
+
+
+def record_step(conn: sqlite3.Connection, agent_id: str, index: int, *, model: str,
+                output: str, status: str, micros: int, input_tokens: int, output_tokens: int,
+                fallback_from: str | None, simulated: bool) -> bool:
+    """Add one finished step's usage and cost to a running agent; False if no longer running."""
+    row = get(conn, agent_id)
+    if row["status"] != "running":
+        return False
+    steps = json.loads(row["steps"]) if row["steps"] else None
+    if steps is not None:
+        steps[index] = {"model": model, "status": status, "output": output,
+                        "cost": dollars(micros), "fallback_from": fallback_from}
+    conn.execute(
+        "UPDATE agents SET actual_micros = actual_micros + ?, input_tokens = input_tokens + ?,"
+        " output_tokens = output_tokens + ?, steps = ?, simulated = max(simulated, ?),"
+        " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
+        (micros, input_tokens, output_tokens, json.dumps(steps) if steps is not None else None,
+         int(simulated), fallback_from, agent_id))
+    return True
+
+
+def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str | None = None,
+           error: str | None = None) -> bool:
+    """running -> completed|failed; False if something else (a cancel) got there first."""
+    return conn.execute(
+        "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?"
+        " WHERE agent_id = ? AND status = 'running'",
+        (status, result, error, clock.now_iso(), agent_id)).rowcount == 1
+
+
+def cancel(conn: sqlite3.Connection, agent_id: str) -> int:
+    """Cancel a waiting or running agent; return the refund in micro-dollars, or 409."""
+    row = get(conn, agent_id)
+    if row["status"] in FINISHED:
+        raise APIError(409, f"Agent already {row['status']}")
+    conn.execute("UPDATE agents SET status = 'cancelled', completed_at = ?,"
+                 " error = 'cancelled by request' WHERE agent_id = ?",
+                 (clock.now_iso(), agent_id))
+    return max(row["estimated_micros"] - row["actual_micros"], 0)
+
+
+def interrupt_running(conn: sqlite3.Connection, reason: str) -> list[str]:
+    """Fail every running agent (crash or shutdown): their provider calls are lost."""
+    ids = [r[0] for r in conn.execute("SELECT agent_id FROM agents WHERE status = 'running'")]
+    conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
+                 " WHERE status = 'running'", (reason, clock.now_iso()))
+    return ids
+
+
+def waiting(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT agent_id, priority FROM agents WHERE status = 'spawning'"
+                        " ORDER BY id").fetchall()
+
+
+def to_api(row: sqlite3.Row) -> dict:
+    """The agent object of the contract (§5)."""
+    return {
+        "agent_id": row["agent_id"], "model": row["model"], "team": row["team"],
+        "status": row["status"], "task": row["task"], "priority": row["priority"],
+        "timeout": row["timeout"], "created_at": clock.iso_out(row["created_at"]),
+        "started_at": clock.iso_out(row["started_at"]),
+        "completed_at": clock.iso_out(row["completed_at"]),
+        "result": row["result"], "error": row["error"],
+        "estimated_cost": dollars(row["estimated_micros"]),
+        "actual_cost": dollars(row["actual_micros"]),
+        "usage": {"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"]},
+        "fallback_from": row["fallback_from"],
+        "steps": json.loads(row["steps"]) if row["steps"] else None,
+        "simulated": bool(row["simulated"]),
+    }
+
+
+def to_api_detail(row: sqlite3.Row) -> dict:
+    """GET /agent/{id}: the agent object plus the reference's short names."""
+    agent = to_api(row)
+    return {**agent, "created": agent["created_at"], "started": agent["started_at"],
+            "completed": agent["completed_at"], "cost": agent["actual_cost"]}

@@ -1,0 +1,136 @@
+"""API keys: creation, lookup by hash, rotation with grace, revocation, signing secrets."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+
+from ..errors import APIError
+from . import clock
+
+SCOPES = ("agents:read", "agents:write", "billing:read", "admin:write")
+ENVIRONMENTS = ("live", "staging", "dev")
+PUBLIC_COLUMNS = ("id", "name", "prefix", "scopes", "require_signature", "max_concurrent",
+                  "created_at", "expires_at", "revoked_at", "revoke_reason", "rotated_to",
+                  "last_used_at", "signing_salt")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def load_master_secret(instance_path: str) -> bytes:
+    """The instance's master secret (0600 file), made on first use; derives signing secrets."""
+    path = os.path.join(instance_path, "master.key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as fh:
+            return bytes.fromhex(fh.read().decode().strip())
+    secret = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret.hex())
+    return secret
+
+
+def signing_secret(master: bytes, salt: str) -> str:
+    """A key's api_secret: derived, never stored."""
+    return "sig_" + hmac.new(master, salt.encode(), hashlib.sha256).hexdigest()
+
+
+def new_key_values(env: str) -> tuple[str, str]:
+    key = f"{env}_sk_{secrets.token_urlsafe(32)}"
+    return "key_" + secrets.token_hex(8), key
+
+
+def create_key(conn: sqlite3.Connection, *, env: str, name: str, scopes: list[str],
+               master: bytes, signing: bool = False, require_signature: bool = False,
+               max_concurrent: int | None = None) -> dict:
+    """Store a new key's hash; return the key (and api_secret) for showing once."""
+    key_id, key = new_key_values(env)
+    salt = secrets.token_hex(16) if (signing or require_signature) else None
+    conn.execute(
+        "INSERT INTO api_keys (id, name, prefix, key_hash, scopes, signing_salt,"
+        " require_signature, max_concurrent, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (key_id, name, key[: len(env) + 8], hash_key(key), " ".join(sorted(set(scopes))),
+         salt, int(require_signature), max_concurrent, clock.now_iso()))
+    return {**public_view(get_key(conn, key_id)), "key": key,
+            "api_secret": signing_secret(master, salt) if salt else None}
+
+
+def get_key(conn: sqlite3.Connection, key_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    if row is None:
+        raise APIError(404, f"API key '{key_id}' not found")
+    return row
+
+
+def find_by_key(conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (hash_key(key),)).fetchone()
+
+
+def state(row: sqlite3.Row, now: str | None = None) -> str:
+    """active | revoked | expired."""
+    if row["revoked_at"]:
+        return "revoked"
+    if row["expires_at"] and row["expires_at"] <= (now or clock.now_iso()):
+        return "expired"
+    return "active"
+
+
+def public_view(row: sqlite3.Row) -> dict:
+    """What the API and CLI show of a key: never the hash or the salt."""
+    return {
+        "key_id": row["id"], "name": row["name"], "prefix": row["prefix"],
+        "scopes": row["scopes"].split(), "status": state(row),
+        "signing": row["signing_salt"] is not None,
+        "require_signature": bool(row["require_signature"]),
+        "max_concurrent_agents": row["max_concurrent"],
+        "created_at": clock.iso_out(row["created_at"]),
+        "expires_at": clock.iso_out(row["expires_at"]),
+        "revoked_at": clock.iso_out(row["revoked_at"]),
+        "revoke_reason": row["revoke_reason"], "rotated_to": row["rotated_to"],
+        "last_used_at": clock.iso_out(row["last_used_at"]),
+    }
+
+
+def list_keys(conn: sqlite3.Connection) -> list[dict]:
+    return [public_view(r) for r in conn.execute("SELECT * FROM api_keys ORDER BY created_at, id")]
+
+
+def rotate_key(conn: sqlite3.Connection, key_id: str, *, env: str, master: bytes,
+               grace_hours: float) -> dict:
+    """A new key with the same scopes; the old one expires after the grace period."""
+    old = get_key(conn, key_id)
+    if state(old) != "active":
+        raise APIError(409, f"API key '{key_id}' is {state(old)} and cannot be rotated")
+    new = create_key(conn, env=env, name=old["name"], scopes=old["scopes"].split(), master=master,
+                     signing=old["signing_salt"] is not None,
+                     require_signature=bool(old["require_signature"]),
+                     max_concurrent=old["max_concurrent"])
+    grace_end = clock.iso(clock.now() + dt.timedelta(hours=grace_hours))
+    conn.execute("UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?), rotated_to = ?"
+                 " WHERE id = ?", (grace_end, grace_end, new["key_id"], key_id))
+    return {**new, "replaces": key_id, "old_key_expires_at": clock.iso_out(grace_end)}
+
+
+def revoke_key(conn: sqlite3.Connection, key_id: str, reason: str | None = None,
+               notify_user: bool = False) -> dict:
+    """Revoke at once; revoking a revoked key is a conflict."""
+    row = get_key(conn, key_id)
+    if row["revoked_at"]:
+        raise APIError(409, f"API key '{key_id}' is already revoked")
+    conn.execute("UPDATE api_keys SET revoked_at = ?, revoke_reason = ?, notify_user = ?"
+                 " WHERE id = ?", (clock.now_iso(), reason, int(notify_user), key_id))
+    return public_view(get_key(conn, key_id))
+
+
+def touch(conn: sqlite3.Connection, row: sqlite3.Row, every_seconds: int = 60) -> None:
+    """Record last use, at most once a minute per key (keeps reads write-free)."""
+    now = clock.now()
+    if row["last_used_at"] and row["last_used_at"] > clock.iso(now - dt.timedelta(seconds=every_seconds)):
+        return
+    conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (clock.iso(now), row["id"]))

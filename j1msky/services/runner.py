@@ -1,0 +1,165 @@
+"""The agent runner: a priority queue feeding a pool of worker threads."""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+
+from flask import Flask
+
+from ..config import current as current_config
+from ..db import get_db, transaction
+from ..errors import APIError
+from . import agents, catalog, providers
+
+log = logging.getLogger(__name__)
+STOP = (-1, -1, None)  # sorts before any agent: workers see it first at shutdown
+
+
+class Runner:
+    """Runs admitted agents: high before normal before low, FIFO within a level."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.order = itertools.count()
+        self.cancels: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Recover from the last run, then start the workers."""
+        with self.app.app_context():
+            config = current_config()
+            with transaction(get_db()) as conn:
+                failed = agents.interrupt_running(conn, "interrupted by restart")
+                conn.execute("DELETE FROM idempotency_keys WHERE state = 'executing'")
+            for row in agents.waiting(get_db()):
+                self.submit(row["agent_id"], row["priority"])
+        if failed:
+            log.warning("marked %d agents interrupted by restart as failed", len(failed))
+        for n in range(config["agents"]["workers"]):
+            thread = threading.Thread(target=self.work, name=f"agent-worker-{n}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def submit(self, agent_id: str, priority: str) -> None:
+        self.queue.put((agents.PRIORITY_RANK[priority], next(self.order), agent_id))
+
+    def cancel(self, agent_id: str) -> None:
+        """Make a running agent stop waiting on its provider (its row is already cancelled)."""
+        with self.lock:
+            event = self.cancels.get(agent_id)
+        if event is not None:
+            event.set()
+
+    def shutdown(self) -> None:
+        """Stop taking agents, wait a bounded time for running ones, fail the rest."""
+        for _ in self.threads:
+            self.queue.put(STOP)
+        with self.app.app_context():
+            grace = current_config()["agents"]["shutdown_grace_seconds"]
+            deadline = time.monotonic() + grace
+            for thread in self.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            with self.lock:
+                for event in self.cancels.values():
+                    event.set()
+            with transaction(get_db()) as conn:
+                agents.interrupt_running(conn, "interrupted by shutdown")
+
+    def work(self) -> None:
+        while True:
+            _, _, agent_id = self.queue.get()
+            if agent_id is None:
+                return
+            event = threading.Event()
+            with self.lock:
+                self.cancels[agent_id] = event
+            try:
+                with self.app.app_context():
+                    run_agent(agent_id, event)
+            except Exception:
+                log.exception("agent %s crashed its worker", agent_id)
+            finally:
+                with self.lock:
+                    self.cancels.pop(agent_id, None)
+
+
+def run_agent(agent_id: str, cancel: threading.Event) -> None:
+    """Run every step of one agent and record the outcome."""
+    conn = get_db()
+    row = agents.mark_running(conn, agent_id)
+    if row is None:
+        return
+    config = current_config()
+    deadline = time.monotonic() + row["timeout"]
+    steps = agents.step_plan(config, row["model"], row["team"])
+    try:
+        output = run_steps(conn, config, row, steps, deadline, cancel)
+    except providers.Cancelled:
+        return
+    except providers.DeadlineExceeded:
+        agents.finish(conn, agent_id, "failed",
+                      error=f"Agent timed out after {row['timeout']:g} seconds")
+    except providers.ProviderUnavailable as exc:
+        agents.finish(conn, agent_id, "failed", error=str(exc))
+    except Exception:
+        log.exception("agent %s failed unexpectedly", agent_id)
+        agents.finish(conn, agent_id, "failed", error="internal error")
+    else:
+        agents.finish(conn, agent_id, "completed", result=output)
+
+
+def run_steps(conn, config: dict, row, steps: list[dict], deadline: float,
+              cancel: threading.Event) -> str | None:
+    """Each step gets the task and the previous step's output; returns the last output."""
+    output = None
+    for index, step in enumerate(steps):
+        if cancel.is_set():
+            raise providers.Cancelled()
+        prompt = row["task"] if output is None else \
+            f"Task:\n{row['task']}\n\nPrevious step's output:\n{output}"
+        model, completion = call_with_fallback(config, step["model"], prompt, step["role"],
+                                               deadline, cancel)
+        output = completion.text
+        micros = catalog.cost_micros(config, model, completion.input_tokens,
+                                     completion.output_tokens)
+        still_running = agents.record_step(
+            conn, row["agent_id"], index, model=model, output=output, status="completed",
+            micros=micros, input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            fallback_from=step["model"] if model != step["model"] else None,
+            simulated=completion.simulated)
+        if not still_running:
+            raise providers.Cancelled()
+    return output
+
+
+def call_with_fallback(config: dict, model: str, prompt: str, system: str | None,
+                       deadline: float, cancel: threading.Event):
+    """Try the model, then down its fallback chain; (model used, Completion)."""
+    calls = config["provider_calls"]
+    failures = []
+    for candidate in catalog.fallback_chain(config, model):
+        try:
+            route = catalog.route(config, candidate)
+        except APIError as exc:
+            failures.append(f"{candidate}: {exc.message}")
+            continue
+        breaker = providers.breaker_for(route.provider_name, calls["circuit_threshold"],
+                                        calls["circuit_timeout"])
+        try:
+            completion = providers.complete(
+                route.provider, route.provider_name, route.upstream, prompt, system=system,
+                max_tokens=config["agents"]["max_output_tokens"], deadline=deadline,
+                cancel=cancel, retries=calls["retries"], backoff_base=calls["backoff_base"],
+                backoff_max=calls["backoff_max"], breaker=None if route.simulated else breaker,
+                connect_timeout=calls["connect_timeout"], read_timeout=calls["read_timeout"])
+        except providers.ProviderUnavailable as exc:
+            failures.append(f"{candidate}: {exc}")
+            continue
+        return candidate, completion
+    raise providers.ProviderUnavailable("no model could answer: " + "; ".join(failures))

@@ -1,0 +1,225 @@
+"""Provider adapters against the fake upstream, over real HTTP."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from j1msky.services import providers
+from j1msky.services.providers import (
+    CircuitBreaker,
+    Completion,
+    DeadlineExceeded,
+    ProviderUnavailable,
+    complete,
+)
+from tests import fixtures_upstream
+
+KEY = "sk-secret-key-123456"
+
+fake_upstream = fixtures_upstream.fake_upstream  # until conftest.py provides it
+
+
+def anthropic_cfg(fake) -> dict:
+    return {"kind": "anthropic", "base_url": fake.url + "/", "api_key_env": "X", "api_key": KEY}
+
+
+def openai_cfg(fake) -> dict:
+    return {"kind": "openai", "base_url": fake.url + "/v1", "api_key_env": "X", "api_key": KEY}
+
+
+def call(provider: dict, *, cancel: threading.Event | None = None, timeout: float = 5.0,
+         **kw) -> Completion:
+    kw.setdefault("backoff_base", 0.001)
+    return complete(provider, "p", "up-model", kw.pop("prompt", "write a haiku"),
+                    deadline=time.monotonic() + timeout,
+                    cancel=cancel or threading.Event(), **kw)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_anthropic_happy_path(fake_upstream):
+    fake_upstream.set("anthropic", input_tokens=12, output_tokens=34)
+    result = call(anthropic_cfg(fake_upstream), system="be terse", max_tokens=99)
+    assert result == Completion("fake reply: write a haiku", 12, 34, simulated=False)
+    (req,) = fake_upstream.requests("anthropic")
+    assert req["path"] == "/v1/messages"
+    assert req["headers"]["x-api-key"] == KEY
+    assert req["headers"]["anthropic-version"] == "2023-06-01"
+    assert req["json"] == {"model": "up-model", "max_tokens": 99, "system": "be terse",
+                           "messages": [{"role": "user", "content": "write a haiku"}]}
+
+
+def test_openai_happy_path(fake_upstream):
+    result = call(openai_cfg(fake_upstream), system="be terse")
+    assert result.text == "fake reply: write a haiku"
+    assert result.output_tokens == len(result.text) // 4 + 1
+    assert result.input_tokens > 0
+    (req,) = fake_upstream.requests("openai")
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["authorization"] == f"Bearer {KEY}"
+    assert req["json"]["messages"] == [{"role": "system", "content": "be terse"},
+                                       {"role": "user", "content": "write a haiku"}]
+
+
+def test_retry_after_429_then_success(fake_upstream):
+    fake_upstream.set("openai", fail_status=429, fail_times=1, retry_after=0.05)
+    calls = []
+    started = time.monotonic()
+    result = call(openai_cfg(fake_upstream), on_call=lambda: calls.append(1))
+    assert result.text.startswith("fake reply")
+    assert fake_upstream.call_count() == 2 and len(calls) == 2
+    assert time.monotonic() - started >= 0.05  # honoured retry-after
+
+
+def test_500_forever_gives_up_after_retries(fake_upstream):
+    fake_upstream.set(fail_status=500)
+    with pytest.raises(ProviderUnavailable) as info:
+        call(anthropic_cfg(fake_upstream), retries=2)
+    assert fake_upstream.call_count() == 3
+    assert "500" in str(info.value) and KEY not in str(info.value)
+
+
+def test_connection_error_is_retried_then_unavailable():
+    provider = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": KEY}
+    calls = []
+    with pytest.raises(ProviderUnavailable) as info:
+        call(provider, retries=1, on_call=lambda: calls.append(1))
+    assert len(calls) == 2 and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize("cfg", [anthropic_cfg, openai_cfg])
+def test_401_is_not_retried_and_hides_key(fake_upstream, cfg):
+    fake_upstream.set(fail_status=401)
+    with pytest.raises(ProviderUnavailable) as info:
+        call(cfg(fake_upstream))
+    assert fake_upstream.call_count() == 1
+    assert "401" in str(info.value) and KEY not in str(info.value)
+
+
+def test_upstream_message_echoing_the_key_is_scrubbed(fake_upstream):
+    fake_upstream.set("openai", fail_status=401)
+    with pytest.raises(ProviderUnavailable) as info:
+        call(openai_cfg(fake_upstream))
+    assert "Incorrect API key provided: ***" in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_missing_key_is_refused_without_retry(fake_upstream):
+    provider = anthropic_cfg(fake_upstream) | {"api_key": ""}
+    with pytest.raises(ProviderUnavailable, match="401: x-api-key header is required"):
+        call(provider)
+    assert fake_upstream.call_count() == 1
+
+
+def test_bad_header_value_is_not_retried(fake_upstream):
+    provider = openai_cfg(fake_upstream) | {"api_key": "sk-secret\nkey"}
+    calls = []
+    with pytest.raises(ProviderUnavailable, match="InvalidHeader") as info:
+        call(provider, on_call=lambda: calls.append(1))
+    assert len(calls) == 1 and "secret" not in str(info.value)
+
+
+def test_cancel_while_upstream_hangs_returns_promptly(fake_upstream):
+    fake_upstream.set(hang=True)
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(providers.Cancelled):
+        call(openai_cfg(fake_upstream), cancel=cancel)
+    assert time.monotonic() - started < 0.5
+
+
+def test_deadline_while_upstream_hangs(fake_upstream):
+    fake_upstream.set(hang=True)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        call(anthropic_cfg(fake_upstream), timeout=0.2)
+    assert time.monotonic() - started < 0.5
+
+
+def test_cancel_during_backoff(fake_upstream):
+    fake_upstream.set(fail_status=429, retry_after=30)
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(providers.Cancelled):
+        call(openai_cfg(fake_upstream), cancel=cancel, backoff_max=30)
+    assert time.monotonic() - started < 0.5 and fake_upstream.call_count() == 1
+
+
+def test_breaker_opens_then_refuses_without_a_call(fake_upstream):
+    fake_upstream.set(fail_status=503)
+    breaker = CircuitBreaker(threshold=3, reset_timeout=60, clock=FakeClock())
+    with pytest.raises(ProviderUnavailable):
+        call(openai_cfg(fake_upstream), retries=5, breaker=breaker)
+    assert fake_upstream.call_count() == 3 and breaker.state == "open"
+    with pytest.raises(ProviderUnavailable, match="circuit open"):
+        call(openai_cfg(fake_upstream), breaker=breaker)
+    assert fake_upstream.call_count() == 3
+
+
+def test_breaker_half_open_after_reset_timeout(fake_upstream):
+    clock = FakeClock()
+    breaker = CircuitBreaker(threshold=2, reset_timeout=60, clock=clock)
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    clock.now += 60
+    assert breaker.state == "half-open"
+    result = call(anthropic_cfg(fake_upstream), breaker=breaker)
+    assert result.text and breaker.state == "closed"
+
+
+def test_half_open_lets_one_probe_and_failure_reopens():
+    clock = FakeClock()
+    breaker = CircuitBreaker(threshold=1, reset_timeout=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow() and not breaker.allow()
+    breaker.record_failure()
+    assert breaker.state == "open"
+
+
+def test_breaker_registry_is_per_provider():
+    a = providers.breaker_for("test-a", 2, 5.0)
+    assert providers.breaker_for("test-a", 3, 6.0) is a and a.threshold == 3
+    assert providers.breaker_for("test-b") is not a
+    a.record_failure()
+    a.record_failure()
+    a.record_failure()
+    states = providers.breaker_states()
+    assert states["test-a"] == "open" and states["test-b"] == "closed"
+
+
+def test_simulated_is_deterministic_and_makes_no_call():
+    calls = []
+    provider = {"kind": "simulated", "delay": 0.01}
+    first = call(provider, on_call=lambda: calls.append(1), prompt="plan  a\ntrip")
+    second = call(provider, prompt="plan  a\ntrip")
+    assert first == second and first.simulated and not calls
+    assert first.text.startswith("[simulated up-model] ") and "plan a trip" in first.text
+    assert first.input_tokens == len("plan  a\ntrip") // 4 + 1
+    assert first.output_tokens == len(first.text) // 4 + 1
+    assert call(provider, prompt="other").text != first.text
+
+
+def test_simulated_delay_is_cancellable():
+    cancel = threading.Event()
+    threading.Timer(0.05, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(providers.Cancelled):
+        call({"kind": "simulated", "delay": 5}, cancel=cancel)
+    assert time.monotonic() - started < 0.5
+
+
+def test_unknown_kind_is_unavailable():
+    with pytest.raises(ProviderUnavailable, match="unknown provider kind"):
+        call({"kind": "carrier-pigeon"})
