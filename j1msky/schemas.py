@@ -6,28 +6,31 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 from .services.keys import SCOPES
 
 
+class StrictInteger(fields.Integer):
+    """An integer that refuses strings, floats and booleans."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
 class KeyCreateRequest(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
                          validate=validate.Length(min=1))
     signing = fields.Boolean(load_default=False)
     require_signature = fields.Boolean(load_default=False)
-    max_concurrent_agents = fields.Integer(strict=True, load_default=None, allow_none=True,
-                                           validate=validate.Range(min=1, max=1000))
+    max_concurrent_agents = StrictInteger(load_default=None, allow_none=True,
+                                          validate=validate.Range(min=1, max=1000))
 
 
 class KeyRevokeRequest(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     notify_user = fields.Boolean(load_default=False)
-
-
-class StrictInteger(fields.Integer):
-    """An integer that refuses strings, floats and booleans."""
-
-    def _validated(self, value):
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._validated(value)
 
 
 class TaskField(fields.String):

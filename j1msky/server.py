@@ -40,7 +40,7 @@ def run(host: str, port: int, threads: int, extra: dict | None = None) -> None:
     options = {
         "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
         "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
-        "loglevel": "info", "worker_exit": worker_exit,
+        "loglevel": "info", "worker_exit": worker_exit, "control_socket_disable": True,
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
         **(extra or {}),
     }

@@ -5,7 +5,6 @@ import base64
 import json
 import random
 import sqlite3
-import time
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -530,20 +529,3 @@ def test_keyset_page_seeks_the_index_without_sorting(big_db):
     text = plan(big_db, query)
     assert "TEMP B-TREE" not in text and "SEARCH" in text and "created_at<" in text
     assert "TEMP B-TREE" not in plan(big_db, parse({"sort": "cost"}))
-
-
-def test_filtered_sorted_page_is_fast_at_100k_rows(big_db):
-    args = {"status": "running", "sort": "-created_at", "limit": "50"}
-    _, first, _ = build_page(big_db.execute(*parse(args).page_sql("agents")).fetchall(),
-                             parse(args), total=None, base_path="/agents", args=args)
-    nullable = parse({"sort": "-cost"}).next_cursor(100_000, 50_000)
-    cases = [args, dict(args, cursor=first["next_cursor"]),
-             {"sort": "-cost", "limit": "50", "offset": "5000"},
-             {"sort": "-cost", "limit": "50", "cursor": nullable},
-             {"cost_gt": "1.5", "sort": "created_at", "limit": "50"}]
-    for case in cases:
-        sql, params = parse(case).page_sql("agents")
-        started = time.perf_counter()
-        for _ in range(10):
-            big_db.execute(sql, params).fetchall()
-        assert (time.perf_counter() - started) / 10 < 0.02, case

@@ -78,8 +78,9 @@ def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict) 
                 (agent_id, key["id"], model, req.get("team"), req["task"], req["priority"],
                  req["timeout"], clock.now_iso(), estimate, team_steps))
             return get(conn, agent_id)
-        except sqlite3.IntegrityError:
-            continue
+        except sqlite3.IntegrityError as exc:
+            if "agents.agent_id" not in str(exc):
+                raise
     raise APIError(503, "Could not allocate an agent id, try again", retry_after=1)
 
 

@@ -1,0 +1,76 @@
+"""The baseline for scripts/bench_api.py: a bare Flask app behind the same gunicorn setup.
+
+One JSON route, ``GET /agent``, answering a dict shaped and sized like a J1MSKY agent
+object; no authentication, no database. It is served exactly as ``j1msky serve``
+serves the service (see j1msky/server.py): one worker, gthread, N threads, the same
+timeouts and the same access log to stdout, so the gap between the two is the cost
+of J1MSKY's own work per request.
+
+    /path/to/venv/bin/python scripts/bare_app.py --host 127.0.0.1 --port 8099 --threads 8
+"""
+from __future__ import annotations
+
+import argparse
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+app = Flask(__name__)
+app.json.sort_keys = False  # as in j1msky.create_app
+
+TASK = "Write a Python function that parses a CSV export and totals the amounts per customer."
+RESULT = ("[simulated kimi-k2.5] Here is a function that reads the file with csv.DictReader, "
+          "groups rows by customer id, and sums the amount column as Decimal to avoid float "
+          "rounding. It skips blank lines, reports malformed rows with their line number, and "
+          "returns a dict of customer id to total. Tests cover empty files and bad amounts.")
+
+
+@app.get("/agent")
+def agent():
+    """A fresh dict per request, like a view that builds its answer."""
+    return {
+        "agent_id": "subagent_1764090000_123456", "model": "k2p5", "team": None,
+        "status": "completed", "task": TASK, "priority": "normal", "timeout": 300.0,
+        "created_at": "2025-11-25T17:00:00Z", "started_at": "2025-11-25T17:00:01Z",
+        "completed_at": "2025-11-25T17:00:09Z", "result": RESULT, "error": None,
+        "estimated_cost": 0.010313, "actual_cost": 0.000841,
+        "usage": {"input_tokens": 31, "output_tokens": 329}, "fallback_from": None,
+        "steps": None, "simulated": True, "created": "2025-11-25T17:00:00Z",
+        "started": "2025-11-25T17:00:01Z", "completed": "2025-11-25T17:00:09Z",
+        "cost": 0.000841,
+    }
+
+
+class BareServer(BaseApplication):
+    def __init__(self, options: dict):
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return app
+
+
+def options(host: str, port: int, threads: int) -> dict:
+    """The options of j1msky.server.run, minus its worker_exit hook (nothing to stop here)."""
+    return {
+        "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
+        "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
+        "loglevel": "info", "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    BareServer(options(args.host, args.port, args.threads)).run()
+
+
+if __name__ == "__main__":
+    main()
