@@ -14,7 +14,7 @@ def instance_folder() -> str:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; nothing starts here (see start_background)."""
-    from . import api, db, errors
+    from . import api, auth, db, errors
     from .config import ConfigStore
     from .services.keys import load_master_secret
 
@@ -35,6 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_db(app)
     errors.init_app(app)
+    auth.init_app(app)
     api.init_app(app)
     return app
 

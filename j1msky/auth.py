@@ -111,12 +111,26 @@ def authenticate(scope: str | None, legacy: bool = False) -> sqlite3.Row:
 
 
 def require_scope(scope: str | None, legacy: bool = False):
-    """Decorator: the view needs a valid key carrying `scope`."""
+    """Mark a view as needing a valid key carrying `scope` (None: any valid key).
+
+    The check itself runs in before_request (authenticate_request), ahead of the rate
+    limiter, so per-key limits know the key. Writes run under their Idempotency-Key.
+    """
     def decorator(view):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
-            authenticate(scope, legacy)
             return idempotency.run(view, *args, **kwargs)
         wrapped.required_scope = scope
+        wrapped.legacy_auth = legacy
         return wrapped
     return decorator
+
+
+def authenticate_request() -> None:
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is not None and hasattr(view, "required_scope"):
+        authenticate(view.required_scope, view.legacy_auth)
+
+
+def init_app(app) -> None:
+    app.before_request(authenticate_request)

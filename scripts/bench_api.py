@@ -11,7 +11,8 @@ What it does, in one run (about a minute at the defaults, well under three):
    under the same gunicorn settings (1 worker, gthread, 8 threads, access log to
    stdout); both servers' output goes to files in the instance folder.
 3. Measures, with keep-alive HTTP clients (http.client, one connection per
-   client thread, 4 client threads; latencies from one sequential client):
+   client thread, 4 client threads, the service and the bare app measured in
+   alternating 1 s rounds; list latencies from one sequential client):
    - req/s of ``GET /api/agent/{id}`` (random seeded ids) against the bare route;
    - p50/p99 latency and req/s of
      ``GET /api/agents?filter={"status":"completed","model":"opus"}&sort=-created_at&limit=20``;
@@ -352,6 +353,25 @@ def run_load(port: int, headers: dict, next_path, seconds: float,
     return Load(len(latencies), elapsed, latencies, statuses)
 
 
+def merge(loads: list[Load]) -> Load:
+    return Load(sum(x.count for x in loads), sum(x.elapsed for x in loads),
+                [v for x in loads for v in x.latencies],
+                sum((x.statuses for x in loads), collections.Counter()))
+
+
+def interleaved(targets: dict, seconds: float, round_seconds: float = 1.0) -> dict[str, Load]:
+    """Each target for `seconds` in all, in alternating rounds, so that background load on
+    the machine falls on all of them alike; {name: Load}. Target: (port, headers, next_path)."""
+    rounds = max(1, round(seconds / round_seconds))
+    for port, headers, next_path in targets.values():  # warm-up
+        run_load(port, headers, next_path, min(1.0, seconds))
+    runs = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, (port, headers, next_path) in targets.items():
+            runs[name].append(run_load(port, headers, next_path, seconds / rounds))
+    return {name: merge(loads) for name, loads in runs.items()}
+
+
 def sequential(client: Client, paths, seconds: float, max_requests: int = 5000) -> list[Load]:
     """One client cycling through `paths` for `seconds`; one Load (latencies) per path."""
     latencies = [[] for _ in paths]
@@ -583,12 +603,9 @@ def main() -> int:
         def list_path(rng):
             return LIST_FILTERED
 
-        loads = {}
-        for name, p, headers, fn in (("bare", bare_port, {}, bare_path),
-                                     ("agent", port, auth, agent_path),
-                                     ("list", port, auth, list_path)):
-            run_load(p, headers, fn, min(1.0, args.seconds))  # warm-up
-            loads[name] = run_load(p, headers, fn, args.seconds)
+        loads = interleaved(
+            {"bare": (bare_port, {}, bare_path), "agent": (port, auth, agent_path),
+             "list": (port, auth, list_path)}, args.seconds)
         bare_rps = loads["bare"].rps
         ratio = loads["agent"].rps / bare_rps
         print(f"GET /api/agent/{{id}}      {loads['agent'].rps:7.0f} req/s   bare "
