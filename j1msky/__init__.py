@@ -14,7 +14,7 @@ def instance_folder() -> str:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; nothing starts here (see start_background)."""
-    from . import api, auth, db, errors
+    from . import api, auth, db, errors, ratelimit
     from .config import ConfigStore
     from .services.keys import load_master_secret
 
@@ -35,6 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_db(app)
     errors.init_app(app)
+    ratelimit.init_app(app)  # before auth: the per-IP limit runs first
     auth.init_app(app)
     api.init_app(app)
     return app

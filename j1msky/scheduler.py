@@ -9,7 +9,7 @@ from flask import Flask
 from .auth import purge_signatures
 from .config import current as current_config
 from .db import get_db
-from .services import idempotency
+from .services import idempotency, limits
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,12 @@ def purge_old_signatures() -> None:
     purge_signatures(get_db(), current_config()["security"]["signature_window_seconds"])
 
 
+def reset_provider_windows() -> None:
+    limits.reset_windows(get_db())
+
+
 JOBS = [
+    (reset_provider_windows, {"trigger": "cron", "minute": 0, "second": 0}),
     (purge_idempotency_keys, {"trigger": "cron", "minute": 5}),
     (purge_old_signatures, {"trigger": "interval", "minutes": 5}),
 ]

@@ -1,7 +1,7 @@
 """Request and response schemas (marshmallow); they also feed the OpenAPI document."""
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .services.keys import SCOPES
 
@@ -88,3 +88,41 @@ class SpawnBatchRequest(Schema):
     agents = fields.List(fields.Dict(), required=True,
                          validate=validate.Length(min=1, max=50,
                                                   error="agents must hold 1 to 50 spawn requests"))
+
+
+COMPLEXITIES = ("low", "medium", "high")
+
+
+class RecommendRequest(Schema):
+    task_type = fields.String(required=True)
+    complexity = fields.String(load_default="medium", validate=one_of("Complexity", COMPLEXITIES))
+    priority = fields.String(load_default="normal", validate=one_of("Priority", PRIORITIES))
+    estimated_tokens = StrictInteger(
+        load_default=1000, validate=validate.Range(
+            min=1, max=1_000_000, error="estimated_tokens must be between 1 and 1000000"))
+
+    def __init__(self, config: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.fields["task_type"].validators = [
+            one_of("task_type", list(config["routing"]["task_models"]))]
+
+
+class TeamSpawnRequest(AgentRequest):
+    team = fields.String(required=True)
+
+    def __init__(self, config: dict, **kwargs):
+        super().__init__(config, **kwargs)
+        self.fields["team"].validators = [validate.OneOf(
+            list(config["teams"]),
+            error=f"Team must be one of: {', '.join(config['teams'])}")]
+
+
+class BillingQuery(Schema):
+    start = fields.Date(error_messages={"invalid": "start must be a date (YYYY-MM-DD)"})
+    end = fields.Date(error_messages={"invalid": "end must be a date (YYYY-MM-DD)"})
+    format = fields.String(load_default="json", validate=one_of("format", ("json", "csv")))
+
+    @validates_schema
+    def end_not_before_start(self, data, **kwargs):
+        if "start" in data and "end" in data and data["end"] < data["start"]:
+            raise ValidationError({"end": ["end must not be before start"]})

@@ -1,7 +1,8 @@
 """The baseline for scripts/bench_api.py: a bare Flask app behind the same gunicorn setup.
 
-One JSON route, ``GET /agent``, answering a dict shaped and sized like a J1MSKY agent
-object; no authentication, no database. It is served exactly as ``j1msky serve``
+Two JSON routes, no authentication, no database: ``GET /agent`` answers a dict shaped
+and sized like a J1MSKY agent object; ``POST /spawn`` parses a small JSON body and answers
+202 with a dict shaped like J1MSKY's spawn answer. It is served exactly as ``j1msky serve``
 serves the service (see j1msky/server.py): one worker, gthread, N threads, the same
 timeouts and the same access log to stdout, so the gap between the two is the cost
 of J1MSKY's own work per request.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from flask import Flask
+from flask import Flask, request
 from gunicorn.app.base import BaseApplication
 
 app = Flask(__name__)
@@ -39,6 +40,17 @@ def agent():
         "started": "2025-11-25T17:00:01Z", "completed": "2025-11-25T17:00:09Z",
         "cost": 0.000841,
     }
+
+
+@app.post("/spawn")
+def spawn():
+    """Parse the JSON body, answer like POST /api/spawn (202 and a Location)."""
+    body = request.get_json()
+    agent_id = "subagent_1764090000_123456"
+    return {"success": True, "agent_id": agent_id, "model": body.get("model", "k2p5"),
+            "status": "spawning", "priority": body.get("priority", "normal"), "timeout": 300,
+            "estimated_cost": 0.310313, "created_at": "2025-11-25T17:00:00Z"}, \
+        202, {"Location": f"/api/agent/{agent_id}"}
 
 
 class BareServer(BaseApplication):

@@ -48,6 +48,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import zoneinfo
 
 import psutil
 
@@ -130,18 +131,21 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def seed_rows(n: int, key_id: str, rng: random.Random) -> list[tuple]:
-    """N finished agents over the last 60 days, in creation order (ids follow time)."""
+def seed_rows(n: int, key_id: str, rng: random.Random, timezone: str, taken: set[str]):
+    """N finished agents over the last 60 days, in creation order (ids follow time).
+
+    Yields insert tuples; agent ids already in `taken` are avoided and new ones added.
+    budget_day is the creation date in the configured time zone, as admission sets it.
+    """
+    zone = zoneinfo.ZoneInfo(timezone)
     now = dt.datetime.now(UTC) - dt.timedelta(minutes=5)
     span = 60 * 86400
     created = sorted(now - dt.timedelta(seconds=rng.random() * span) for _ in range(n))
-    seen: set[str] = set()
-    rows = []
     for moment in created:
         while True:
             agent_id = f"subagent_{int(moment.timestamp())}_{rng.randrange(10**6):06d}"
-            if agent_id not in seen:
-                seen.add(agent_id)
+            if agent_id not in taken:
+                taken.add(agent_id)
                 break
         status = rng.choices(("completed", "failed", "cancelled"), (85, 10, 5))[0]
         team = rng.choice(list(TEAMS)) if rng.random() < 0.05 else None
@@ -163,30 +167,69 @@ def seed_rows(n: int, key_id: str, rng: random.Random) -> list[tuple]:
                  "cancelled": "cancelled by request"}.get(status)
         steps = json.dumps([{"model": m, "status": "completed", "output": "...", "cost": 0.0}
                             for m in TEAMS[team]]) if team else None
-        rows.append((agent_id, key_id, model, team, status, task,
-                     rng.choices(("normal", "high", "low"), (80, 10, 10))[0], 300.0,
-                     iso(moment), iso(started) if started else None, iso(done), result, error,
-                     estimated, actual, input_tokens, output_tokens, None, steps, 1))
-    return rows
+        yield (agent_id, key_id, model, team, status, task,
+               rng.choices(("normal", "high", "low"), (80, 10, 10))[0], 300.0,
+               iso(moment), iso(started) if started else None, iso(done), result, error,
+               estimated, actual, input_tokens, output_tokens, None, steps, 1,
+               moment.astimezone(zone).date().isoformat())
 
 
-def seed(db_path: str, n: int, key_id: str) -> list[str]:
-    """Insert the rows in one transaction, ANALYZE; return the agent ids."""
-    rows = seed_rows(n, key_id, random.Random(42))
+# The running totals of the seeded agents, as the service keeps them for agents it runs:
+# budget_days.spent_micros = Σ actual_micros of the day's agents (nothing reserved: all
+# finished); usage_daily one call per agent that reached its model (tokens or cost), its
+# tokens and cost under the agent's model (a team's whole cost under its first model).
+# Added to whatever totals are there, for the rows with id > ? only.
+ADD_BUDGET_DAYS = """
+INSERT INTO budget_days (day, spent_micros, reserved_micros)
+SELECT budget_day, sum(actual_micros), 0 FROM agents WHERE id > ? GROUP BY budget_day
+ON CONFLICT (day) DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros"""
+ADD_USAGE_DAILY = """
+WITH provider_of (model, provider) AS (SELECT key, value FROM json_each(?))
+INSERT INTO usage_daily (day, model, provider, key_id, calls, input_tokens, output_tokens,
+                         cost_micros)
+SELECT a.budget_day, a.model, p.provider, coalesce(a.key_id, ''), count(*),
+       sum(a.input_tokens), sum(a.output_tokens), sum(a.actual_micros)
+FROM agents AS a JOIN provider_of AS p ON p.model = a.model
+WHERE a.id > ? AND (a.input_tokens > 0 OR a.actual_micros > 0)
+GROUP BY a.budget_day, a.model, p.provider, a.key_id
+ON CONFLICT (day, model, provider, key_id) DO UPDATE SET
+    calls = calls + excluded.calls, input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_micros = cost_micros + excluded.cost_micros"""
+
+
+def seed(db_path: str, n: int, key_id: str, config: dict, taken: set[str],
+         rng_seed: int = 42) -> list[str]:
+    """Insert N agents and add them to the running totals in one transaction, ANALYZE;
+    return the new agent ids. `config` is the service's effective config (time zone,
+    each model's provider)."""
+    new_ids: list[str] = []
+
+    def rows():
+        for row in seed_rows(n, key_id, random.Random(rng_seed), config["timezone"], taken):
+            new_ids.append(row[0])
+            yield row
+
+    providers = json.dumps({m: spec["provider"] for m, spec in config["models"].items()})
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
+        conn.execute("PRAGMA cache_size = -262144")  # 256 MB: the indexes fit while seeding
         conn.execute("BEGIN IMMEDIATE")
+        last_id = conn.execute("SELECT coalesce(max(id), 0) FROM agents").fetchone()[0]
         conn.executemany(
             "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority, timeout,"
             " created_at, started_at, completed_at, result, error, estimated_micros,"
-            " actual_micros, input_tokens, output_tokens, fallback_from, steps, simulated)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            " actual_micros, input_tokens, output_tokens, fallback_from, steps, simulated,"
+            " budget_day) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows())
+        conn.execute(ADD_BUDGET_DAYS, (last_id,))
+        conn.execute(ADD_USAGE_DAILY, (providers, last_id))
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    return [r[0] for r in rows]
+    return new_ids
 
 
 # --------------------------------------------------------------------------- servers
@@ -310,9 +353,15 @@ class Load:
         return self.latencies[min(len(self.latencies) - 1, int(q * len(self.latencies)))] * 1000
 
 
+def as_request(what) -> tuple[str, str, bytes | None, dict | None]:
+    """A path means a GET of it; anything else is (method, path, body, headers)."""
+    return ("GET", what, None, None) if isinstance(what, str) else what
+
+
 def run_load(port: int, headers: dict, next_path, seconds: float,
              threads: int = CLIENT_THREADS) -> Load:
-    """`threads` keep-alive clients issuing GET next_path(rng) back to back for `seconds`."""
+    """`threads` keep-alive clients issuing next_path(rng) back to back for `seconds`
+    (a path to GET, or a request tuple: see as_request)."""
     barrier = threading.Barrier(threads + 1)
     results: list[tuple[list[float], collections.Counter]] = []
     lock = threading.Lock()
@@ -321,7 +370,7 @@ def run_load(port: int, headers: dict, next_path, seconds: float,
         client, rng = Client(port, headers), random.Random(n)
         latencies, statuses = [], collections.Counter()
         try:
-            client.request("GET", next_path(rng))  # open the connection before the clock starts
+            client.request(*as_request(next_path(rng)))  # connect before the clock starts
         except OSError:
             pass
         barrier.wait()
@@ -331,7 +380,7 @@ def run_load(port: int, headers: dict, next_path, seconds: float,
             if began >= deadline:
                 break
             try:
-                status, _ = client.request("GET", next_path(rng))
+                status, _ = client.request(*as_request(next_path(rng)))
             except OSError as exc:
                 status = type(exc).__name__
             latencies.append(time.perf_counter() - began)
@@ -359,21 +408,28 @@ def merge(loads: list[Load]) -> Load:
                 sum((x.statuses for x in loads), collections.Counter()))
 
 
-def interleaved(targets: dict, seconds: float, round_seconds: float = 1.0) -> dict[str, Load]:
+def interleaved(targets: dict, seconds: float, round_seconds: float = 1.0,
+                settle=None) -> dict[str, Load]:
     """Each target for `seconds` in all, in alternating rounds, so that background load on
-    the machine falls on all of them alike; {name: Load}. Target: (port, headers, next_path)."""
+    the machine falls on all of them alike; {name: Load}. Target: (port, headers, next_path).
+    settle(name), if given, runs after each round of a target, outside the timed part."""
     rounds = max(1, round(seconds / round_seconds))
-    for port, headers, next_path in targets.values():  # warm-up
+    for name, (port, headers, next_path) in targets.items():  # warm-up
         run_load(port, headers, next_path, min(1.0, seconds))
+        if settle:
+            settle(name)
     runs = {name: [] for name in targets}
     for _ in range(rounds):
         for name, (port, headers, next_path) in targets.items():
             runs[name].append(run_load(port, headers, next_path, seconds / rounds))
+            if settle:
+                settle(name)
     return {name: merge(loads) for name, loads in runs.items()}
 
 
 def sequential(client: Client, paths, seconds: float, max_requests: int = 5000) -> list[Load]:
-    """One client cycling through `paths` for `seconds`; one Load (latencies) per path."""
+    """One client cycling through `paths` (or request tuples: see as_request) for
+    `seconds`; one Load (latencies) per path."""
     latencies = [[] for _ in paths]
     statuses = [collections.Counter() for _ in paths]
     began = time.perf_counter()
@@ -382,7 +438,7 @@ def sequential(client: Client, paths, seconds: float, max_requests: int = 5000) 
     while time.perf_counter() < deadline and n < max_requests * len(paths):
         i = n % len(paths)
         t = time.perf_counter()
-        status, _ = client.request("GET", paths[i])
+        status, _ = client.request(*as_request(paths[i]))
         latencies[i].append(time.perf_counter() - t)
         statuses[i][status] += 1
         n += 1

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import agents, health, keys, legacy
+from . import agents, billing, health, keys, legacy, orchestrator, teams
 
-blueprints = [health.bp, keys.bp, agents.bp]
+blueprints = [health.bp, keys.bp, agents.bp, teams.bp, orchestrator.bp,
+              billing.bp]
 
 
 def init_app(app: Flask) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
+from .. import ratelimit
 from ..auth import require_scope
 from ..config import current as current_config
 from ..db import after_commit, get_db, transaction
 from ..errors import APIError
 from ..schemas import SpawnBatchRequest, SpawnRequest
-from ..services import agents, budget, catalog, clock
+from ..services import agents, budget, catalog, clock, routing
 from ..services.pagination import Field, build_page, parse_list_args
 from .common import json_body
 
@@ -46,7 +47,8 @@ def submit_after_commit(conn, row) -> None:
 def prepare(config: dict, req: dict) -> dict:
     """Pick a model when none was named; refuse one that cannot be served at all."""
     if req.get("model") is None:
-        req["model"] = catalog.default_model(config)
+        tokens = agents.estimate_tokens(req["task"]) + config["agents"]["max_output_tokens"]
+        req["model"] = routing.default_model(get_db(), config, req["priority"], tokens)
     catalog.check_servable(config, req["model"])
     return req
 
@@ -59,7 +61,8 @@ def admit(conn, config: dict, req: dict):
 
 def spawned(row) -> dict:
     return {"success": True, "agent_id": row["agent_id"], "model": row["model"],
-            "status": row["status"], "priority": row["priority"], "timeout": row["timeout"],
+            "status": row["status"], "priority": row["priority"],
+            "timeout": agents.seconds(row["timeout"]),
             "estimated_cost": agents.dollars(row["estimated_micros"]),
             "created_at": clock.iso_out(row["created_at"])}
 
@@ -73,6 +76,7 @@ def spawn_one():
 
 
 @bp.post("/spawn")
+@ratelimit.spawn
 @require_scope("agents:write")
 def spawn():
     """Spawn one agent; 202 with its id while it waits for a worker."""
@@ -113,6 +117,7 @@ def cancel_agent(agent_id: str):
 
 
 @bp.get("/agent/<agent_id>")
+@ratelimit.agent
 @require_scope("agents:read")
 def get_agent(agent_id: str):
     """One agent, with the documented short names."""
@@ -128,6 +133,7 @@ def cancel(agent_id: str):
 
 
 @bp.get("/agents")
+@ratelimit.agents
 @require_scope("agents:read")
 def list_agents():
     """Agents with filters, sort, offset or cursor pages, and cost totals."""

@@ -6,6 +6,7 @@ from email.utils import format_datetime
 
 from flask import Blueprint, request
 
+from .. import ratelimit
 from ..auth import require_scope
 from ..config import current as current_config
 from ..errors import APIError
@@ -45,6 +46,7 @@ def deprecation_headers(response):
 
 
 @bp.post("/agent")
+@ratelimit.spawn
 @require_scope("agents:write", legacy=True)
 def spawn():
     """v3 spawn (now POST /api/v4/spawn)."""
@@ -52,6 +54,7 @@ def spawn():
 
 
 @bp.get("/status")
+@ratelimit.agent
 @require_scope("agents:read", legacy=True)
 def status():
     """v3 status (now GET /api/v4/agent/{id})."""

@@ -7,8 +7,9 @@ import random
 import sqlite3
 import time
 
+from ..db import transaction
 from ..errors import APIError
-from . import catalog, clock
+from . import budget, catalog, clock, events, limits
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 ACTIVE = ("spawning", "running")
@@ -17,6 +18,10 @@ FINISHED = ("completed", "failed", "cancelled")
 
 def dollars(micros: int | None) -> float:
     return round((micros or 0) / 1_000_000, 6)
+
+
+def seconds(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def new_agent_id() -> str:
@@ -60,12 +65,24 @@ def check_concurrency(conn: sqlite3.Connection, config: dict, key: sqlite3.Row) 
                        retry_after=5)
 
 
+def check_provider_capacity(conn: sqlite3.Connection, config: dict, steps: list[dict]) -> None:
+    """Every step has a model in its fallback chain whose provider is under its hourly limit."""
+    for step in steps:
+        if not any(catalog.availability(config, m) != "unavailable"
+                   and limits.has_capacity(conn, config, m)
+                   for m in catalog.fallback_chain(config, step["model"])):
+            raise APIError(429, f"Hourly provider limits reached for '{step['model']}' and its"
+                                " fallbacks", retry_after=limits.seconds_to_window_end())
+
+
 def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict) -> sqlite3.Row:
     """Admit one agent (caller holds a write transaction): checks, reservation, row."""
     steps = step_plan(config, req.get("model"), req.get("team"))
     model = req.get("model") or steps[0]["model"]
     check_concurrency(conn, config, key)
+    check_provider_capacity(conn, config, steps)
     estimate = estimate_micros(config, steps, req["task"])
+    day = budget.reserve(conn, config, estimate)
     team_steps = json.dumps([{"model": s["model"], "status": "pending", "output": None,
                               "cost": 0.0} for s in steps]) if req.get("team") else None
     for _ in range(20):
@@ -73,11 +90,11 @@ def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict) 
         try:
             conn.execute(
                 "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority,"
-                " timeout, created_at, estimated_micros, steps)"
-                " VALUES (?, ?, ?, ?, 'spawning', ?, ?, ?, ?, ?, ?)",
+                " timeout, created_at, estimated_micros, steps, budget_day)"
+                " VALUES (?, ?, ?, ?, 'spawning', ?, ?, ?, ?, ?, ?, ?)",
                 (agent_id, key["id"], model, req.get("team"), req["task"], req["priority"],
-                 req["timeout"], clock.now_iso(), estimate, team_steps))
-            return get(conn, agent_id)
+                 req["timeout"], clock.now_iso(), estimate, team_steps, day))
+            return emit(conn, "agent.spawned", agent_id)
         except sqlite3.IntegrityError as exc:
             if "agents.agent_id" not in str(exc):
                 raise
@@ -91,21 +108,57 @@ def get(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row:
     return row
 
 
+def emit(conn: sqlite3.Connection, event_type: str, agent_id: str) -> sqlite3.Row:
+    """Record an agent event from its current row; returns the row."""
+    row = get(conn, agent_id)
+    events.emit(conn, event_type, event_data(row))
+    return row
+
+
+def event_data(row: sqlite3.Row) -> dict:
+    """What events and webhooks tell about an agent."""
+    return {"agent_id": row["agent_id"], "model": row["model"], "team": row["team"],
+            "status": row["status"], "task": row["task"], "result": row["result"],
+            "error": row["error"], "cost": dollars(row["actual_micros"]),
+            "estimated_cost": dollars(row["estimated_micros"]),
+            "fallback_from": row["fallback_from"], "simulated": bool(row["simulated"])}
+
+
+def release(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+    if row["budget_day"]:
+        budget.release(conn, row["budget_day"], row["estimated_micros"])
+
+
 def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
     """spawning -> running; None when the agent is no longer waiting (cancelled)."""
-    updated = conn.execute("UPDATE agents SET status = 'running', started_at = ?"
-                           " WHERE agent_id = ? AND status = 'spawning'",
-                           (clock.now_iso(), agent_id)).rowcount
-    return get(conn, agent_id) if updated else None
+    with transaction(conn):
+        updated = conn.execute("UPDATE agents SET status = 'running', started_at = ?"
+                               " WHERE agent_id = ? AND status = 'spawning'",
+                               (clock.now_iso(), agent_id)).rowcount
+        return emit(conn, "agent.started", agent_id) if updated else None
 
 
-def record_step(conn: sqlite3.Connection, agent_id: str, index: int, *, model: str,
-                output: str, status: str, micros: int, input_tokens: int, output_tokens: int,
-                fallback_from: str | None, simulated: bool) -> bool:
-    """Add one finished step's usage and cost to a running agent; False if no longer running."""
+def record_step(conn: sqlite3.Connection, config: dict, agent_id: str, index: int, *,
+                model: str, provider: str, output: str, status: str, micros: int,
+                input_tokens: int, output_tokens: int, fallback_from: str | None,
+                simulated: bool) -> bool:
+    """Add one finished step's usage and cost to a running agent and to the running
+    totals, in one transaction; False if the agent is no longer running."""
+    with transaction(conn):
+        return _record_step(conn, config, agent_id, index, model=model, provider=provider,
+                            output=output, status=status, micros=micros,
+                            input_tokens=input_tokens, output_tokens=output_tokens,
+                            fallback_from=fallback_from, simulated=simulated)
+
+
+def _record_step(conn, config, agent_id, index, *, model, provider, output, status, micros,
+                 input_tokens, output_tokens, fallback_from, simulated) -> bool:
     row = get(conn, agent_id)
     if row["status"] != "running":
         return False
+    budget.charge(conn, config, day=row["budget_day"], model=model, provider=provider,
+                  key_id=row["key_id"] or "", cost=micros, input_tokens=input_tokens,
+                  output_tokens=output_tokens)
     steps = json.loads(row["steps"]) if row["steps"] else None
     if steps is not None:
         steps[index] = {"model": model, "status": status, "output": output,
@@ -121,11 +174,16 @@ def record_step(conn: sqlite3.Connection, agent_id: str, index: int, *, model: s
 
 def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str | None = None,
            error: str | None = None) -> bool:
-    """running -> completed|failed; False if something else (a cancel) got there first."""
-    return conn.execute(
-        "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?"
-        " WHERE agent_id = ? AND status = 'running'",
-        (status, result, error, clock.now_iso(), agent_id)).rowcount == 1
+    """running -> completed|failed, releasing the reservation; False if something else
+    (a cancel, a shutdown) got there first."""
+    with transaction(conn):
+        done = conn.execute(
+            "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?"
+            " WHERE agent_id = ? AND status = 'running'",
+            (status, result, error, clock.now_iso(), agent_id)).rowcount == 1
+        if done:
+            release(conn, emit(conn, f"agent.{status}", agent_id))
+        return done
 
 
 def cancel(conn: sqlite3.Connection, agent_id: str) -> int:
@@ -136,14 +194,18 @@ def cancel(conn: sqlite3.Connection, agent_id: str) -> int:
     conn.execute("UPDATE agents SET status = 'cancelled', completed_at = ?,"
                  " error = 'cancelled by request' WHERE agent_id = ?",
                  (clock.now_iso(), agent_id))
+    release(conn, emit(conn, "agent.cancelled", agent_id))
     return max(row["estimated_micros"] - row["actual_micros"], 0)
 
 
 def interrupt_running(conn: sqlite3.Connection, reason: str) -> list[str]:
-    """Fail every running agent (crash or shutdown): their provider calls are lost."""
+    """Fail every running agent (crash or shutdown): their provider calls are lost.
+    Caller holds the transaction."""
     ids = [r[0] for r in conn.execute("SELECT agent_id FROM agents WHERE status = 'running'")]
-    conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
-                 " WHERE status = 'running'", (reason, clock.now_iso()))
+    for agent_id in ids:
+        conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
+                     " WHERE agent_id = ?", (reason, clock.now_iso(), agent_id))
+        release(conn, emit(conn, "agent.failed", agent_id))
     return ids
 
 
@@ -157,7 +219,7 @@ def to_api(row: sqlite3.Row) -> dict:
     return {
         "agent_id": row["agent_id"], "model": row["model"], "team": row["team"],
         "status": row["status"], "task": row["task"], "priority": row["priority"],
-        "timeout": row["timeout"], "created_at": clock.iso_out(row["created_at"]),
+        "timeout": seconds(row["timeout"]), "created_at": clock.iso_out(row["created_at"]),
         "started_at": clock.iso_out(row["started_at"]),
         "completed_at": clock.iso_out(row["completed_at"]),
         "result": row["result"], "error": row["error"],

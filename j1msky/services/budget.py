@@ -1,24 +1,141 @@
-"""Money: today's spend in the configured time zone."""
+"""Money: reservations at admission, charges as steps finish, alert levels, forecast.
+
+Running totals live in budget_days and usage_daily and change in the same transaction
+as the agent row they describe, so every figure agrees with Σ agents.actual_micros.
+"""
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import sqlite3
 import zoneinfo
 
-from . import clock
+from ..errors import APIError
+from . import clock, events
+
+LEVELS = ("ok", "notice", "warning", "critical")
 
 
-def day_bounds(config: dict, moment: dt.datetime | None = None) -> tuple[str, str]:
-    """Start and end (stored form, UTC) of the budget day holding `moment`."""
-    tz = zoneinfo.ZoneInfo(config["timezone"])
-    local = (moment or clock.now()).astimezone(tz)
-    start = dt.datetime.combine(local.date(), dt.time(), tzinfo=tz)
-    end = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz)
-    return clock.iso(start), clock.iso(end)
+def local_now(config: dict) -> dt.datetime:
+    return clock.now().astimezone(zoneinfo.ZoneInfo(config["timezone"]))
+
+
+def today(config: dict) -> str:
+    return local_now(config).date().isoformat()
+
+
+def seconds_to_day_end(config: dict) -> int:
+    now = local_now(config)
+    end = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=now.tzinfo)
+    return max(1, int((end - now).total_seconds()) + 1)
+
+
+def micros(dollars: float) -> int:
+    return round(dollars * 1_000_000)
+
+
+def day_totals(conn: sqlite3.Connection, day: str) -> tuple[int, int]:
+    """(spent, reserved) micro-dollars of a budget day."""
+    row = conn.execute("SELECT spent_micros, reserved_micros FROM budget_days WHERE day = ?",
+                       (day,)).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+def remaining_micros(conn: sqlite3.Connection, config: dict) -> int:
+    spent, reserved = day_totals(conn, today(config))
+    return micros(config["budget"]["daily"]) - spent - reserved
+
+
+def alert_level(config: dict, spent_micros: int) -> str:
+    """ok < notice <= ... by today's utilisation and the configured thresholds."""
+    pct = utilization_pct(config, spent_micros)
+    thresholds = config["budget"]["alert_thresholds"]
+    level = "ok"
+    for name in LEVELS[1:]:
+        if pct >= thresholds[name]:
+            level = name
+    return level
+
+
+def utilization_pct(config: dict, spent_micros: int) -> float:
+    daily = micros(config["budget"]["daily"])
+    return round(spent_micros / daily * 100, 2) if daily else 100.0
+
+
+def reserve(conn: sqlite3.Connection, config: dict, estimate: int) -> str:
+    """Reserve an estimate against today's budget (caller holds the write lock); 429 if
+    it does not fit. Returns the budget day."""
+    day = today(config)
+    spent, reserved = day_totals(conn, day)
+    budget = micros(config["budget"]["daily"])
+    if spent >= budget or spent + reserved + estimate > budget:
+        raise APIError(429, "Daily budget exhausted" if spent >= budget else
+                       "Daily budget would be exceeded by this agent's estimated cost",
+                       retry_after=seconds_to_day_end(config))
+    conn.execute("INSERT INTO budget_days (day, reserved_micros) VALUES (?, ?) ON CONFLICT(day)"
+                 " DO UPDATE SET reserved_micros = reserved_micros + excluded.reserved_micros",
+                 (day, estimate))
+    return day
+
+
+def release(conn: sqlite3.Connection, day: str, estimate: int) -> None:
+    """An agent finished: its reservation no longer holds budget."""
+    conn.execute("UPDATE budget_days SET reserved_micros = reserved_micros - ? WHERE day = ?",
+                 (estimate, day))
+
+
+def charge(conn: sqlite3.Connection, config: dict, *, day: str, model: str, provider: str,
+           key_id: str, cost: int, input_tokens: int, output_tokens: int) -> None:
+    """Record one model answer's usage and cost; emit budget.alert when the level moves."""
+    before, _ = day_totals(conn, day)
+    conn.execute("INSERT INTO budget_days (day, spent_micros) VALUES (?, ?) ON CONFLICT(day)"
+                 " DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros", (day, cost))
+    conn.execute(
+        "INSERT INTO usage_daily (day, model, provider, key_id, calls, input_tokens,"
+        " output_tokens, cost_micros) VALUES (?, ?, ?, ?, 1, ?, ?, ?)"
+        " ON CONFLICT(day, model, provider, key_id) DO UPDATE SET calls = calls + 1,"
+        " input_tokens = input_tokens + excluded.input_tokens,"
+        " output_tokens = output_tokens + excluded.output_tokens,"
+        " cost_micros = cost_micros + excluded.cost_micros",
+        (day, model, provider, key_id, input_tokens, output_tokens, cost))
+    old, new = alert_level(config, before), alert_level(config, before + cost)
+    if new != old and day == today(config):
+        events.emit(conn, "budget.alert", {
+            "level": new, "previous_level": old, "day": day,
+            "today_spend": dollars(before + cost), "daily_budget": config["budget"]["daily"],
+            "budget_utilization_pct": utilization_pct(config, before + cost)})
+
+
+def dollars(value: int) -> float:
+    return round(value / 1_000_000, 6)
+
+
+def month_to_date(conn: sqlite3.Connection, config: dict) -> int:
+    month = today(config)[:7]
+    return conn.execute("SELECT coalesce(sum(spent_micros), 0) FROM budget_days"
+                        " WHERE day >= ? AND day <= ?", (month + "-01", month + "-31")).fetchone()[0]
+
+
+def forecast(conn: sqlite3.Connection, config: dict) -> dict:
+    """Month-end projection: month-to-date / days elapsed (today counted) * days in month."""
+    now = local_now(config)
+    days_in_month = calendar.monthrange(now.year, now.month)[1]
+    projected = month_to_date(conn, config) / now.day * days_in_month
+    ceiling = config["budget"]["monthly_ceiling"]
+    return {"projected_spend": round(projected / 1_000_000, 2), "budget_ceiling": ceiling,
+            "delta_to_budget": round(ceiling - projected / 1_000_000, 2)}
 
 
 def today_spend(conn: sqlite3.Connection, config: dict) -> int:
-    """Micro-dollars charged today by agents created today."""
-    start, end = day_bounds(config)
-    return conn.execute("SELECT coalesce(sum(actual_micros), 0) FROM agents"
-                        " WHERE created_at >= ? AND created_at < ?", (start, end)).fetchone()[0]
+    return day_totals(conn, today(config))[0]
+
+
+def summary(conn: sqlite3.Connection, config: dict) -> dict:
+    """The budget fields of /orchestrator/status and /orchestrator/recommend-model."""
+    spent, reserved = day_totals(conn, today(config))
+    daily = config["budget"]["daily"]
+    return {"daily_budget": daily, "today_spend": dollars(spent),
+            "today_reserved": dollars(reserved),
+            "budget_remaining": dollars(max(micros(daily) - spent, 0)),
+            "budget_utilization_pct": utilization_pct(config, spent),
+            "budget_alert_level": alert_level(config, spent)}

@@ -85,8 +85,3 @@ def check_servable(config: dict, model: str) -> None:
     if not servable(config, model):
         route(config, model)  # raises the 503 that names the missing variable
 
-
-def default_model(config: dict) -> str:
-    """The model used when a spawn names none: the general route's first servable one."""
-    candidates = config["routing"]["task_models"].get("general") or list(config["models"])
-    return next((m for m in candidates if servable(config, m)), candidates[0])

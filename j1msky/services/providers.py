@@ -158,6 +158,12 @@ def breaker_for(provider_name: str, threshold: int = 5, reset_timeout: float = 6
         return breaker
 
 
+def reset_breakers() -> None:
+    """Forget every breaker (a new runner starts with closed circuits)."""
+    with _breakers_lock:
+        _breakers.clear()
+
+
 def breaker_states() -> dict[str, str]:
     """State of every provider's breaker, by provider name."""
     with _breakers_lock:

@@ -12,7 +12,7 @@ from flask import Flask
 from ..config import current as current_config
 from ..db import get_db, transaction
 from ..errors import APIError
-from . import agents, catalog, providers
+from . import agents, catalog, limits, providers
 
 log = logging.getLogger(__name__)
 STOP = (-1, -1, None)  # sorts before any agent: workers see it first at shutdown
@@ -31,6 +31,7 @@ class Runner:
 
     def start(self) -> None:
         """Recover from the last run, then start the workers."""
+        providers.reset_breakers()
         with self.app.app_context():
             config = current_config()
             with transaction(get_db()) as conn:
@@ -122,13 +123,14 @@ def run_steps(conn, config: dict, row, steps: list[dict], deadline: float,
             raise providers.Cancelled()
         prompt = row["task"] if output is None else \
             f"Task:\n{row['task']}\n\nPrevious step's output:\n{output}"
-        model, completion = call_with_fallback(config, step["model"], prompt, step["role"],
+        model, completion = call_with_fallback(conn, config, step["model"], prompt, step["role"],
                                                deadline, cancel)
         output = completion.text
         micros = catalog.cost_micros(config, model, completion.input_tokens,
                                      completion.output_tokens)
         still_running = agents.record_step(
-            conn, row["agent_id"], index, model=model, output=output, status="completed",
+            conn, config, row["agent_id"], index, model=model,
+            provider=config["models"][model]["provider"], output=output, status="completed",
             micros=micros, input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             fallback_from=step["model"] if model != step["model"] else None,
@@ -138,9 +140,10 @@ def run_steps(conn, config: dict, row, steps: list[dict], deadline: float,
     return output
 
 
-def call_with_fallback(config: dict, model: str, prompt: str, system: str | None,
+def call_with_fallback(conn, config: dict, model: str, prompt: str, system: str | None,
                        deadline: float, cancel: threading.Event):
-    """Try the model, then down its fallback chain; (model used, Completion)."""
+    """Try the model, then down its fallback chain, skipping providers at their hourly
+    limit; (model used, Completion)."""
     calls = config["provider_calls"]
     failures = []
     for candidate in catalog.fallback_chain(config, model):
@@ -151,11 +154,16 @@ def call_with_fallback(config: dict, model: str, prompt: str, system: str | None
             continue
         breaker = providers.breaker_for(route.provider_name, calls["circuit_threshold"],
                                         calls["circuit_timeout"])
+        hourly = config["providers"][route.provider_name]["hourly"]
+
+        def count_call(provider=route.provider_name, hourly=hourly):
+            if not limits.try_count_call(conn, provider, hourly):
+                raise providers.ProviderUnavailable(f"{provider}: hourly limit of {hourly} reached")
         try:
             completion = providers.complete(
                 route.provider, route.provider_name, route.upstream, prompt, system=system,
                 max_tokens=config["agents"]["max_output_tokens"], deadline=deadline,
-                cancel=cancel, retries=calls["retries"], backoff_base=calls["backoff_base"],
+                cancel=cancel, on_call=count_call, retries=calls["retries"], backoff_base=calls["backoff_base"],
                 backoff_max=calls["backoff_max"], breaker=None if route.simulated else breaker,
                 connect_timeout=calls["connect_timeout"], read_timeout=calls["read_timeout"])
         except providers.ProviderUnavailable as exc:

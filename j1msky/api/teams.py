@@ -1,0 +1,30 @@
+"""/spawn-team: run a configured team's steps in order as one agent."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from ..auth import require_scope
+from ..config import current as current_config
+from ..db import get_db, transaction
+from ..schemas import TeamSpawnRequest
+from ..services import agents, catalog
+from .agents import admit, spawned
+from .common import json_body
+
+bp = Blueprint("teams", __name__)
+
+
+@bp.post("/spawn-team")
+@require_scope("agents:write")
+def spawn_team():
+    """Spawn a team; each step gets the task and the previous step's output."""
+    config = current_config()
+    req = TeamSpawnRequest(config).load(json_body())
+    steps = agents.step_plan(config, None, req["team"])
+    for step in steps:
+        catalog.check_servable(config, step["model"])
+    with transaction(get_db()) as conn:
+        row = admit(conn, config, req)
+    body = {**spawned(row), "team": req["team"],
+            "models": [catalog.upstream_name(config, s["model"]) for s in steps]}
+    return body, 202, {"Location": f"/api/agent/{row['agent_id']}"}
