@@ -37,16 +37,24 @@ limiter = Limiter(client_ip, application_limits=[configured("per_ip")],
                   storage_uri="memory://", strategy="fixed-window")
 
 
-def per_key(name: str):
+def per_key(name: str, cost=1):
     """Decorator: `rate_limits.<name>` per API key, one counter for every route it marks.
 
     A shared limit's counter is named by its scope rather than the endpoint, so the /api
     and /api/v4 registrations of a view (and its v3 twin) count together.
     """
-    return limiter.shared_limit(configured(name), scope=name, key_func=caller)
+    return limiter.shared_limit(configured(name), scope=name, key_func=caller, cost=cost)
+
+
+def batch_size() -> int:
+    """A spawn-batch counts as one spawn per agent it asks for."""
+    body = request.get_json(silent=True)
+    agents_asked = body.get("agents") if isinstance(body, dict) else None
+    return max(1, len(agents_asked)) if isinstance(agents_asked, list) else 1
 
 
 spawn = per_key("spawn")
+spawn_batch = per_key("spawn", cost=batch_size)
 agent = per_key("agent")
 agents = per_key("agents")
 system = per_key("system")

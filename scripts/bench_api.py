@@ -61,6 +61,7 @@ TARGET_AGENT_RATIO = 0.5     # GET /agent/{id} req/s over the bare app's
 TARGET_LIST_P50_MS = 10.0    # filtered list p50
 TARGET_DEEP_RATIO = 1.5      # deep page p50 over first page p50
 TARGET_RSS_MB = 80.0         # serve worker RSS
+TARGET_STATUS_P50_MS = 10.0  # GET /orchestrator/status p50 at --status-agents
 
 LIST_FILTERED = "/api/agents?" + urllib.parse.urlencode({
     "filter": json.dumps({"status": "completed", "model": "opus"}),
@@ -443,7 +444,7 @@ def sequential(client: Client, paths, seconds: float, max_requests: int = 5000) 
         statuses[i][status] += 1
         n += 1
     elapsed = time.perf_counter() - began
-    return [Load(len(lat), elapsed, lat, st) for lat, st in zip(latencies, statuses)]
+    return [Load(len(lat), elapsed, lat, st) for lat, st in zip(latencies, statuses, strict=True)]
 
 
 # --------------------------------------------------------------------------- measurements
@@ -567,6 +568,76 @@ def measure_spawn(port: int, headers: dict, count: int, timeout: float = 150) ->
                                   statuses)}
 
 
+def spawn_request(path: str):
+    """next_path for run_load: POST `path` with a small spawn body and a fresh
+    Idempotency-Key (sent to the bare app too, so the clients do the same work)."""
+    def next_request(rng):
+        body = json.dumps({"model": rng.choice(("k2p5", "sonnet", "opus")),
+                           "task": f"Bench task {rng.randrange(10**9)}: write a haiku about SQLite"})
+        return ("POST", path, body.encode(), {"Content-Type": "application/json",
+                                              "Idempotency-Key": str(uuid.uuid4())})
+    return next_request
+
+
+def wait_idle(client: Client, timeout: float = 120) -> float:
+    """Poll until no agent is waiting or running; return the seconds waited."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        status, body = client.get_json(IN_FLIGHT)
+        if status == 200 and body["pagination"]["total"] == 0:
+            break
+        time.sleep(0.05)
+    return time.perf_counter() - began
+
+
+def measure_spawn_rate(port: int, headers: dict, bare_port: int, seconds: float) -> dict:
+    """POST /api/spawn (unique Idempotency-Key each) against the bare app's POST /spawn, in
+    alternating rounds. After each spawn round the runner is left to finish the agents it
+    was given (untimed), so that their work does not fall on the next bare round."""
+    poller = Client(port, headers)
+    drained = []
+
+    def settle(name: str) -> None:
+        if name == "spawn":
+            drained.append(wait_idle(poller))
+
+    loads = interleaved({"bare": (bare_port, {}, spawn_request("/spawn")),
+                         "spawn": (port, headers, spawn_request("/api/spawn"))},
+                        seconds, settle=settle)
+    poller.close()
+    return {**loads, "drain_seconds": sum(drained)}
+
+
+STATUS = "/api/orchestrator/status"
+RECOMMEND = ("POST", "/api/orchestrator/recommend-model",
+             json.dumps({"task_type": "coding", "complexity": "medium", "priority": "normal",
+                         "estimated_tokens": 2500}).encode(),
+             {"Content-Type": "application/json"})
+
+
+def check_totals(client: Client, db_path: str, config: dict) -> dict:
+    """What /orchestrator/status says about today, beside the same sums over the agents."""
+    status, body = client.get_json(STATUS)
+    if status != 200:
+        raise RuntimeError(f"GET {STATUS} answered {status}: {str(body)[:300]}")
+    today = dt.datetime.now(zoneinfo.ZoneInfo(config["timezone"])).date().isoformat()
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        agents, spent, in_flight = conn.execute(
+            "SELECT count(*), coalesce(sum(actual_micros), 0),"
+            " coalesce(sum(status IN ('spawning', 'running')), 0)"
+            " FROM agents WHERE budget_day = ?", (today,)).fetchone()
+        total = conn.execute("SELECT count(*) FROM agents").fetchone()[0]
+    finally:
+        conn.close()
+    return {"stored_agents": total, "today": today, "today_agents": agents,
+            "today_spend": body["today_spend"], "agents_spend": round(spent / 1e6, 6),
+            "today_reserved": body["today_reserved"], "in_flight": in_flight,
+            "calls": body["usage_summary"]["total_calls"],
+            "projected": body["monthly_forecast"]["projected_spend"],
+            "level": body["budget_alert_level"]}
+
+
 # --------------------------------------------------------------------------- report
 
 def verdict(ok: bool) -> str:
@@ -601,6 +672,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="seconds per throughput measurement (default 5)")
     parser.add_argument("--spawn", type=int, default=2000, help="agents spawned (default 2000)")
+    parser.add_argument("--status-agents", type=int, default=1_000_000,
+                        help="agents stored for the /orchestrator measurements: the database"
+                             " is grown to this many, then served again (default 1000000)")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs)")
     args = parser.parse_args()
@@ -609,9 +683,11 @@ def main() -> int:
 
     instance = tempfile.mkdtemp(prefix="j1msky-bench-")
     servers: list[Server] = []
-    summary: dict = {"agents": args.agents, "seconds": args.seconds,
+    summary: dict = {"agents": args.agents, "status_agents": args.status_agents,
+                     "seconds": args.seconds,
                      "client_threads": CLIENT_THREADS, "server_threads": SERVER_THREADS}
-    print(f"J1MSKY bench_api  agents={args.agents}  seconds={args.seconds:g}  "
+    print(f"J1MSKY bench_api  agents={args.agents}  status agents={args.status_agents}  "
+          f"seconds={args.seconds:g}  "
           f"client threads={CLIENT_THREADS}  server threads={SERVER_THREADS}  "
           f"cpus={os.cpu_count()}", flush=True)
     try:
@@ -619,8 +695,11 @@ def main() -> int:
         env, key = setup_instance(instance)
         setup_s = time.perf_counter() - t
         db_path = os.path.join(instance, "j1msky.sqlite3")
+        from j1msky.config import load_file
+        config = load_file(os.path.join(instance, "config.json"))  # with the defaults
+        taken: set[str] = set()
         t = time.perf_counter()
-        ids = seed(db_path, args.agents, key["key_id"])
+        ids = seed(db_path, args.agents, key["key_id"], config, taken)
         seed_s = time.perf_counter() - t
         db_mb = os.path.getsize(db_path) / 2**20
 
@@ -706,6 +785,18 @@ def main() -> int:
               f"{spawn['outcome'].get('failed')} failed in {spawn['seconds']:.1f}s from first "
               f"spawn){tail}", flush=True)
 
+        rate = measure_spawn_rate(port, auth, bare_port, args.seconds)
+        spawn_load, bare_post = rate["spawn"], rate["bare"]
+        accepted_rps = spawn_load.statuses.get(202, 0) / spawn_load.elapsed
+        spawn_ratio = accepted_rps / bare_post.rps
+        print(f"POST /api/spawn throughput {accepted_rps:6.0f} accepted/s   bare POST "
+              f"{bare_post.rps:7.0f} req/s   ratio {spawn_ratio:.2f}   ({spawn_load.count} "
+              f"requests, {spawn_load.statuses.get(202, 0)} accepted)", flush=True)
+        print(f"   latency under load      p50 {spawn_load.pct_ms(.5):.1f} ms  p99 "
+              f"{spawn_load.pct_ms(.99):.1f} ms   bare p50 {bare_post.pct_ms(.5):.1f} ms  p99 "
+              f"{bare_post.pct_ms(.99):.1f} ms   (runner drained {rate['drain_seconds']:.1f}s "
+              f"between rounds, untimed)", flush=True)
+
         time.sleep(0.5)
         rss_after, bare_rss_after = serve.worker_rss_mb(), bare.worker_rss_mb()
         worst = max(x for x in (rss_idle, rss_after) if x is not None) if rss_after else None
@@ -714,12 +805,52 @@ def main() -> int:
               f"{verdict(worst is not None and worst <= TARGET_RSS_MB)}   bare worker "
               f"{bare_rss_idle or 0:.1f} / {bare_rss_after or 0:.1f} MB", flush=True)
 
+        # /orchestrator at --status-agents: grow the database with the service stopped.
+        stored = check_totals(probe, db_path, config)["stored_agents"]
+        probe.close()
+        grow_s = restart_s = 0.0
+        if args.status_agents > stored:
+            serve.stop()
+            t = time.perf_counter()
+            seed(db_path, args.status_agents - stored, key["key_id"], config, taken,
+                 rng_seed=43)
+            grow_s = time.perf_counter() - t
+            restart_s = serve.start("/api/health", auth)
+        big = Client(port, auth)
+        sequential(big, [STATUS, RECOMMEND], 0.5)  # warm-up
+        status_seq, recommend_seq = sequential(big, [STATUS, RECOMMEND], 2 * args.seconds)
+        _, choice = big.request(*RECOMMEND)
+        choice = json.loads(choice)
+        totals = check_totals(big, db_path, config)
+        big.close()
+        status_p50 = status_seq.pct_ms(.5)
+        print(f"setup       grew to {totals['stored_agents']} agents in {grow_s:.1f}s (db "
+              f"{os.path.getsize(db_path) / 2**20:.0f} MB), serve ready again in "
+              f"{restart_s:.1f}s", flush=True)
+        print(f"GET /api/orchestrator/status  p50 {status_p50:.1f} ms  p99 "
+              f"{status_seq.pct_ms(.99):.1f} ms  ({status_seq.count} sequential, "
+              f"{totals['stored_agents']} agents)  (target p50 <= {TARGET_STATUS_P50_MS:g} ms)  "
+              f"{verdict(status_p50 <= TARGET_STATUS_P50_MS)}", flush=True)
+        print(f"POST /api/orchestrator/recommend-model  p50 {recommend_seq.pct_ms(.5):.1f} ms  "
+              f"p99 {recommend_seq.pct_ms(.99):.1f} ms  ({recommend_seq.count} sequential)   "
+              f"coding/medium/normal/2500 -> {choice.get('recommended_model')} "
+              f"${choice.get('estimated_cost')}", flush=True)
+        print(f"   status {totals['today']}: today_spend ${totals['today_spend']:.2f} "
+              f"(agents of the day sum to ${totals['agents_spend']:.2f}, "
+              f"{totals['today_agents']} agents), reserved ${totals['today_reserved']:.2f}, "
+              f"{totals['calls']} calls, month projected ${totals['projected']:.0f}, "
+              f"level {totals['level']}", flush=True)
+
         errors = {name: non_2xx(load.statuses) for name, load in loads.items()}
         errors["list sequential"] = non_2xx(list_seq.statuses)
         errors["first page"] = non_2xx(first.statuses)
         errors["deep page"] = non_2xx(deep.statuses)
         errors["spawn"] = non_2xx(spawn["statuses"])
         errors["spawn polling"] = non_2xx(spawn["poll_statuses"])
+        errors["spawn throughput"] = non_2xx(spawn_load.statuses)
+        errors["bare POST"] = non_2xx(bare_post.statuses)
+        errors["status"] = non_2xx(status_seq.statuses)
+        errors["recommend-model"] = non_2xx(recommend_seq.statuses)
         errors = {k: v for k, v in errors.items() if v}
         problems = log_problems(serve.log_path)
         print(f"errors                    non-2xx responses: {errors or 'none'};  serve log: "
@@ -747,6 +878,22 @@ def main() -> int:
                       "failed": spawn["outcome"].get("failed"),
                       "seconds": round(spawn["seconds"], 2), "agents_per_s": round(agents_s, 1),
                       "timed_out": spawn["timed_out"]},
+            "spawn_throughput": {"accepted_per_s": round(accepted_rps, 1),
+                                 "bare_post_rps": round(bare_post.rps, 1),
+                                 "ratio": round(spawn_ratio, 3), "requests": spawn_load.count,
+                                 "accepted": spawn_load.statuses.get(202, 0),
+                                 "p50_ms": round(spawn_load.pct_ms(.5), 2),
+                                 "p99_ms": round(spawn_load.pct_ms(.99), 2)},
+            "orchestrator": {"stored_agents": totals["stored_agents"],
+                             "grow_seconds": round(grow_s, 1),
+                             "status_p50_ms": round(status_p50, 2),
+                             "status_p99_ms": round(status_seq.pct_ms(.99), 2),
+                             "target_status_p50_ms": TARGET_STATUS_P50_MS,
+                             "met": status_p50 <= TARGET_STATUS_P50_MS,
+                             "recommend_p50_ms": round(recommend_seq.pct_ms(.5), 2),
+                             "recommend_p99_ms": round(recommend_seq.pct_ms(.99), 2),
+                             "recommended_model": choice.get("recommended_model"),
+                             "totals": totals},
             "rss_mb": {"idle": rss_idle and round(rss_idle, 1),
                        "after": rss_after and round(rss_after, 1), "target": TARGET_RSS_MB,
                        "met": worst is not None and worst <= TARGET_RSS_MB,

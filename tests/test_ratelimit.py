@@ -142,3 +142,13 @@ def test_limit_formats_the_config_accepts_are_flask_limiter_ones(value):
 def test_bad_limit_formats_are_refused_by_config_validation(value):
     with pytest.raises(ConfigError, match=r"rate_limits\.spawn"):
         validate_config({"rate_limits": {"spawn": value}})
+
+
+def test_team_and_batch_spawns_count_against_the_spawn_limit(client, app, admin):
+    configure(app, rate_limits={"spawn": "5/hour"})
+    assert client.post("/api/spawn-team", headers=admin.headers,
+                       json={"team": "team_coding", "task": "x"}).status_code == 202
+    batch = {"agents": [{"model": "k2p5", "task": f"b{i}"} for i in range(4)]}
+    assert client.post("/api/spawn-batch", headers=admin.headers, json=batch).status_code == 202
+    response = client.post("/api/spawn", headers=admin.headers, json={"model": "k2p5", "task": "x"})
+    assert response.status_code == 429

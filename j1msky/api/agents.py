@@ -84,6 +84,7 @@ def spawn():
 
 
 @bp.post("/spawn-batch")
+@ratelimit.spawn_batch
 @require_scope("agents:write")
 def spawn_batch():
     """Spawn 1..50 agents, validated all or nothing."""

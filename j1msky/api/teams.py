@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from .. import ratelimit
 from ..auth import require_scope
 from ..config import current as current_config
 from ..db import get_db, transaction
@@ -15,6 +16,7 @@ bp = Blueprint("teams", __name__)
 
 
 @bp.post("/spawn-team")
+@ratelimit.spawn
 @require_scope("agents:write")
 def spawn_team():
     """Spawn a team; each step gets the task and the previous step's output."""

@@ -163,7 +163,8 @@ def call_with_fallback(conn, config: dict, model: str, prompt: str, system: str 
             completion = providers.complete(
                 route.provider, route.provider_name, route.upstream, prompt, system=system,
                 max_tokens=config["agents"]["max_output_tokens"], deadline=deadline,
-                cancel=cancel, on_call=count_call, retries=calls["retries"], backoff_base=calls["backoff_base"],
+                cancel=cancel, on_call=count_call, retries=calls["retries"],
+                backoff_base=calls["backoff_base"],
                 backoff_max=calls["backoff_max"], breaker=None if route.simulated else breaker,
                 connect_timeout=calls["connect_timeout"], read_timeout=calls["read_timeout"])
         except providers.ProviderUnavailable as exc:
