@@ -45,10 +45,14 @@ def start_background(app: Flask) -> None:
     """Start the agent pool and the scheduler: once per process, from `j1msky serve`."""
     from . import scheduler
     from .services.runner import Runner
+    from .services.webhooks import Dispatcher
 
     runner = Runner(app)
     app.extensions["j1msky_runner"] = runner
     runner.start()
+    dispatcher = Dispatcher(app)
+    app.extensions["j1msky_dispatcher"] = dispatcher
+    dispatcher.start()
     app.extensions["j1msky_scheduler"] = scheduler.start(app)
 
 
@@ -60,3 +64,6 @@ def stop_background(app: Flask) -> None:
     runner = app.extensions.pop("j1msky_runner", None)
     if runner is not None:
         runner.shutdown()
+    dispatcher = app.extensions.pop("j1msky_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.stop()

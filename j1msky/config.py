@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import logging
 import os
@@ -100,6 +101,14 @@ class ProviderCallsSchema(Schema):
     simulated_delay = Num(validate=NonNegative)
 
 
+def network(value: str) -> None:
+    """An IP address or CIDR block."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"'{value}' is not an IP address or network") from None
+
+
 LIMIT = validate.Regexp(r"^\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?$")
 
 
@@ -124,7 +133,10 @@ class SecuritySchema(Schema):
 
 class WebhooksSchema(Schema):
     deny_private_networks = Bool()
-    allowed_networks = fields.List(Str())
+    allowed_networks = fields.List(Str(validate=network))
+    timeout_seconds = Num(validate=Positive)
+    workers = Int(validate=validate.Range(min=1, max=32))
+    retry_schedule_seconds = fields.List(Num(validate=NonNegative), validate=validate.Length(min=1))
 
 
 class RetentionSchema(Schema):

@@ -1,6 +1,7 @@
 """Periodic jobs (APScheduler), started once per process by `j1msky serve`."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -8,8 +9,8 @@ from flask import Flask
 
 from .auth import purge_signatures
 from .config import current as current_config
-from .db import get_db
-from .services import idempotency, limits
+from .db import get_db, transaction
+from .services import clock, idempotency, limits
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,20 @@ def reset_provider_windows() -> None:
     limits.reset_windows(get_db())
 
 
+def purge_old_events() -> None:
+    """Events and finished webhook deliveries older than retention.events_days."""
+    days = current_config()["retention"]["events_days"]
+    cutoff = clock.iso(clock.now() - dt.timedelta(days=days))
+    conn = get_db()
+    with transaction(conn):
+        events = conn.execute("DELETE FROM events WHERE created_at < ?", (cutoff,)).rowcount
+        conn.execute("DELETE FROM webhook_deliveries WHERE state != 'pending'"
+                     " AND created_at < ?", (cutoff,))
+    log.info("purged %d events older than %d days", events, days)
+
+
 JOBS = [
+    (purge_old_events, {"trigger": "cron", "hour": 3, "minute": 17}),
     (reset_provider_windows, {"trigger": "cron", "minute": 0, "second": 0}),
     (purge_idempotency_keys, {"trigger": "cron", "minute": 5}),
     (purge_old_signatures, {"trigger": "interval", "minutes": 5}),

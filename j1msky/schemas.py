@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from .services.events import TYPES as EVENT_TYPES
 from .services.keys import SCOPES
 
 
@@ -126,3 +127,17 @@ class BillingQuery(Schema):
     def end_not_before_start(self, data, **kwargs):
         if "start" in data and "end" in data and data["end"] < data["start"]:
             raise ValidationError({"end": ["end must not be before start"]})
+
+
+class WebhookCreateRequest(Schema):
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
+                     error_messages={"invalid": "url must be an absolute http or https URL"})
+    events = fields.List(
+        fields.String(validate=one_of("Event", EVENT_TYPES)), required=True,
+        validate=validate.Length(min=1, error="events must name at least one event"))
+    secret = fields.String(load_default=None, allow_none=True,
+                           validate=validate.Length(min=8, max=200))
+
+
+class ListLimit(Schema):
+    limit = StrictInteger(load_default=20, validate=validate.Range(min=1, max=100))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import agents, billing, health, keys, legacy, orchestrator, teams
+from . import agents, billing, events, health, keys, legacy, orchestrator, teams, webhooks
 
 blueprints = [health.bp, keys.bp, agents.bp, teams.bp, orchestrator.bp,
-              billing.bp]
+              billing.bp, webhooks.bp, events.bp]
 
 
 def init_app(app: Flask) -> None:

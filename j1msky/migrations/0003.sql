@@ -36,7 +36,7 @@ CREATE TABLE usage_daily (
 
 -- Everything that happened, written in the same transaction as the change.
 CREATE TABLE events (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: feed cursors stay valid
     type       TEXT NOT NULL,                       -- agent.completed, budget.alert, ...
     created_at TEXT NOT NULL,
     data       TEXT NOT NULL                        -- JSON object

@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 
 from ..errors import APIError
-from . import clock
+from . import clock, events
 
 SCOPES = ("agents:read", "agents:write", "billing:read", "admin:write")
 ENVIRONMENTS = ("live", "staging", "dev")
@@ -125,7 +125,10 @@ def revoke_key(conn: sqlite3.Connection, key_id: str, reason: str | None = None,
         raise APIError(409, f"API key '{key_id}' is already revoked")
     conn.execute("UPDATE api_keys SET revoked_at = ?, revoke_reason = ?, notify_user = ?"
                  " WHERE id = ?", (clock.now_iso(), reason, int(notify_user), key_id))
-    return public_view(get_key(conn, key_id))
+    revoked = public_view(get_key(conn, key_id))
+    events.emit(conn, "key.revoked", {"key_id": key_id, "name": revoked["name"],
+                                      "reason": reason, "notify_user": notify_user})
+    return revoked
 
 
 def touch(conn: sqlite3.Connection, row: sqlite3.Row, every_seconds: int = 60) -> None:

@@ -7,7 +7,6 @@ request finishes in the background, bounded by its read timeout.
 from __future__ import annotations
 
 import hashlib
-import queue
 import random
 import threading
 import time
@@ -18,6 +17,8 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from .pool import DaemonPool
+
 ANTHROPIC_VERSION = "2023-06-01"
 WAIT_SLICE = 0.05  # how often an in-flight call looks at cancel and deadline
 RETRY_STATUSES = {408, 429}  # plus every 5xx
@@ -25,43 +26,7 @@ AUTH_STATUSES = {401, 403}  # the provider is unusable, so the breaker counts th
 NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
                   requests.exceptions.ChunkedEncodingError)
 
-class DaemonPool:
-    """A ThreadPoolExecutor whose threads never hold up process exit: a call abandoned on
-    cancel or deadline must not keep a stopping service alive until its read timeout."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.started = 0
-        self.idle = 0
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        self.tasks.put((future, fn, args))
-        with self.lock:
-            if self.idle == 0 and self.started < self.size:
-                self.started += 1
-                threading.Thread(target=self.work, daemon=True,
-                                 name=f"provider-http-{self.started}").start()
-        return future
-
-    def work(self) -> None:
-        while True:
-            with self.lock:
-                self.idle += 1
-            future, fn, args = self.tasks.get()
-            with self.lock:
-                self.idle -= 1
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                future.set_exception(exc)
-
-
-_pool = DaemonPool(32)
+_pool = DaemonPool(32, name="provider-http")
 _local = threading.local()
 
 

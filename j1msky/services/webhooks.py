@@ -1,0 +1,274 @@
+"""Webhooks: registration, destination rules, the durable outbox and its delivery.
+
+Deliveries are written in the transaction of the event they announce and sent by the
+Dispatcher thread: at least once, Standard Webhooks signatures, growing delays for
+about a day, one delivery in flight per webhook so a dead receiver delays only itself.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from urllib.parse import urlsplit
+
+import requests
+
+from ..config import current as current_config
+from ..db import get_db, transaction
+from ..errors import APIError
+from . import clock, crypto
+from .pool import DaemonPool
+
+log = logging.getLogger(__name__)
+SECRET_PURPOSE = "webhook-secrets"
+TEST_EVENT = "webhook.test"
+wake = threading.Event()  # set after an event commits: deliver it now, not at the next poll
+
+
+class Refused(Exception):
+    """The destination is not allowed (checked again after DNS resolution at delivery)."""
+
+
+def check_destination(url: str, config: dict) -> None:
+    """http(s) only; loopback and link-local (and private, when denied) refused unless
+    inside webhooks.allowed_networks. Raises Refused with the reason."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused("URL must be an absolute http or https URL")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise Refused(f"cannot resolve host '{parts.hostname}'") from None
+    rules = config["webhooks"]
+    allowed = [ipaddress.ip_network(n, strict=False) for n in rules["allowed_networks"]]
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if any(address in network for network in allowed):
+            continue
+        if address.is_loopback or address.is_link_local or address.is_unspecified \
+                or address.is_multicast or address.is_reserved:
+            raise Refused(f"'{parts.hostname}' resolves to {address}, a loopback or link-local"
+                          " address (add it to webhooks.allowed_networks to allow it)")
+        if rules["deny_private_networks"] and address.is_private:
+            raise Refused(f"'{parts.hostname}' resolves to {address}, a private address")
+
+
+def hmac_key(secret: str) -> bytes:
+    """The base64 part of a whsec_ secret, else the secret's UTF-8 bytes (CONTRACT §8)."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except ValueError:
+            pass
+    return secret.encode()
+
+
+def signature(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    digest = hmac.new(hmac_key(secret), f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256)
+    return "v1," + base64.b64encode(digest.digest()).decode()
+
+
+def create(conn: sqlite3.Connection, config: dict, master: bytes, *, url: str, events: list[str],
+           secret: str | None, key_id: str) -> tuple[dict, str | None]:
+    """Register a webhook; returns (its view, the generated secret or None)."""
+    try:
+        check_destination(url, config)
+    except Refused as exc:
+        raise APIError(400, f"Webhook URL refused: {exc}", details={"url": [str(exc)]}) from None
+    generated = None if secret else "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    webhook_id = "wh_" + secrets.token_hex(8)
+    conn.execute("INSERT INTO webhooks (id, url, events, secret_sealed, key_id, created_at)"
+                 " VALUES (?, ?, ?, ?, ?, ?)",
+                 (webhook_id, url, json.dumps(sorted(set(events))),
+                  crypto.seal(crypto.derive_key(master, SECRET_PURPOSE), secret or generated),
+                  key_id, clock.now_iso()))
+    return view(get(conn, webhook_id)), generated
+
+
+def get(conn: sqlite3.Connection, webhook_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
+    if row is None:
+        raise APIError(404, f"Webhook '{webhook_id}' not found")
+    return row
+
+
+def view(row: sqlite3.Row) -> dict:
+    """What the API shows of a webhook: never its secret."""
+    return {"id": row["id"], "url": row["url"], "events": json.loads(row["events"]),
+            "active": bool(row["active"]), "disabled_reason": row["disabled_reason"],
+            "created_at": clock.iso_out(row["created_at"])}
+
+
+def enqueue(conn: sqlite3.Connection, event_id: int | None, event_type: str, data: dict,
+            created_at: str, webhook_id: str | None = None) -> int:
+    """Add outbox rows for every active webhook subscribed to the event (caller's
+    transaction); returns how many."""
+    payload = json.dumps({"id": f"evt_{event_id}" if event_id else None, "event": event_type,
+                          "timestamp": clock.iso_out(created_at), "data": data})
+    where = "id = ?" if webhook_id else \
+        "active = 1 AND EXISTS (SELECT 1 FROM json_each(webhooks.events) WHERE value = ?)"
+    return conn.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, payload, state,"
+        " next_attempt_at, created_at) SELECT id, ?, ?, ?, 'pending', ?, ? FROM webhooks"
+        f" WHERE {where}", (event_id, event_type, payload, created_at, created_at,
+                            webhook_id or event_type)).rowcount
+
+
+def deliveries(conn: sqlite3.Connection, webhook_id: str, limit: int) -> list[dict]:
+    """Latest deliveries of a webhook, each with its attempts."""
+    get(conn, webhook_id)
+    rows = conn.execute("SELECT * FROM webhook_deliveries WHERE webhook_id = ?"
+                        " ORDER BY id DESC LIMIT ?", (webhook_id, limit)).fetchall()
+    out = []
+    for row in rows:
+        attempts = conn.execute("SELECT attempted_at, status_code, error, duration_ms FROM"
+                                " webhook_attempts WHERE delivery_id = ? ORDER BY id",
+                                (row["id"],)).fetchall()
+        out.append({
+            "id": row["id"], "event_id": f"evt_{row['event_id']}" if row["event_id"] else None,
+            "event": row["event_type"], "state": row["state"], "attempts": len(attempts),
+            "next_attempt_at": clock.iso_out(row["next_attempt_at"])
+            if row["state"] == "pending" else None,
+            "delivered_at": clock.iso_out(row["delivered_at"]),
+            "attempt_log": [{"time": clock.iso_out(a["attempted_at"]),
+                             "status_code": a["status_code"], "error": a["error"],
+                             "duration_ms": a["duration_ms"]} for a in attempts]})
+    return out
+
+
+class Dispatcher:
+    """Sends due deliveries: one thread polls the outbox, a pool sends."""
+
+    def __init__(self, app):
+        self.app = app
+        self.stopping = threading.Event()
+        self.in_flight: set[str] = set()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.loop, name="webhook-dispatcher", daemon=True)
+        with app.app_context():
+            self.pool = DaemonPool(current_config()["webhooks"]["workers"], name="webhook-send")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        wake.set()
+        self.thread.join(5)
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.app.app_context():
+                    self.dispatch_due()
+            except Exception:
+                log.exception("webhook dispatcher pass failed")
+            wake.wait(0.5)
+            wake.clear()
+
+    def dispatch_due(self) -> None:
+        due = get_db().execute(
+            "SELECT id, webhook_id FROM webhook_deliveries WHERE state = 'pending'"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 500",
+            (clock.now_iso(),)).fetchall()
+        for delivery_id, webhook_id in due:
+            with self.lock:
+                if webhook_id in self.in_flight:
+                    continue
+                self.in_flight.add(webhook_id)
+            self.pool.submit(self.send, delivery_id, webhook_id)
+
+    def send(self, delivery_id: int, webhook_id: str) -> None:
+        try:
+            with self.app.app_context():
+                attempt(get_db(), current_config(), self.app.extensions["j1msky_master"],
+                        delivery_id)
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", delivery_id)
+        finally:
+            with self.lock:
+                self.in_flight.discard(webhook_id)
+            wake.set()  # this webhook may have more waiting
+
+
+def attempt(conn: sqlite3.Connection, config: dict, master: bytes, delivery_id: int) -> None:
+    """One attempt at one delivery, recorded with its outcome."""
+    row = conn.execute("SELECT d.*, w.url, w.secret_sealed, w.active FROM webhook_deliveries d"
+                       " JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?",
+                       (delivery_id,)).fetchone()
+    if row is None or row["state"] != "pending":
+        return
+    if not row["active"]:
+        conn.execute("UPDATE webhook_deliveries SET state = 'cancelled' WHERE id = ?",
+                     (delivery_id,))
+        return
+    secret = crypto.unseal(crypto.derive_key(master, SECRET_PURPOSE), row["secret_sealed"])
+    started = time.monotonic()
+    status, error = post(row["url"], secret, f"evt_{row['event_id'] or 'test_' + str(row['id'])}",
+                         row["payload"], config)
+    record(conn, config, row, status, error, int((time.monotonic() - started) * 1000))
+
+
+def post(url: str, secret: str, msg_id: str, body: str,
+         config: dict) -> tuple[int | None, str | None]:
+    """POST the payload, signed; (status code, error). Redirects are not followed."""
+    try:
+        check_destination(url, config)
+    except Refused as exc:
+        return None, f"destination refused: {exc}"
+    timestamp = int(time.time())
+    headers = {"content-type": "application/json", "user-agent": "j1msky-webhooks/4.0",
+               "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+               "webhook-signature": signature(secret, msg_id, timestamp, body)}
+    timeout = config["webhooks"]["timeout_seconds"]
+    try:
+        response = requests.post(url, data=body.encode(), headers=headers, timeout=timeout,
+                                 allow_redirects=False)
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {str(exc)[:200]}"
+    return response.status_code, None if 200 <= response.status_code < 300 else \
+        f"HTTP {response.status_code}"
+
+
+def record(conn: sqlite3.Connection, config: dict, row: sqlite3.Row, status: int | None,
+           error: str | None, duration_ms: int) -> None:
+    """Store the attempt; mark delivered, schedule a retry, give up, or disable on 410."""
+    now = clock.now()
+    attempts = row["attempts"] + 1
+    schedule = config["webhooks"]["retry_schedule_seconds"]
+    with transaction(conn):
+        conn.execute("INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, error,"
+                     " duration_ms) VALUES (?, ?, ?, ?, ?)",
+                     (row["id"], clock.iso(now), status, error, duration_ms))
+        if error is None:
+            conn.execute("UPDATE webhook_deliveries SET state = 'delivered', attempts = ?,"
+                         " delivered_at = ? WHERE id = ?", (attempts, clock.iso(now), row["id"]))
+        elif status == 410:
+            disable(conn, row["webhook_id"], "receiver answered 410 Gone")
+            conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
+                         " WHERE id = ?", (attempts, row["id"]))
+        elif attempts > len(schedule):
+            conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
+                         " WHERE id = ?", (attempts, row["id"]))
+        else:
+            delay = schedule[attempts - 1] * random.uniform(0.8, 1.2)
+            conn.execute("UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?"
+                         " WHERE id = ?",
+                         (attempts, clock.iso(now + dt.timedelta(seconds=delay)), row["id"]))
+
+
+def disable(conn: sqlite3.Connection, webhook_id: str, reason: str) -> None:
+    conn.execute("UPDATE webhooks SET active = 0, disabled_reason = ? WHERE id = ?",
+                 (reason, webhook_id))
+    conn.execute("UPDATE webhook_deliveries SET state = 'cancelled' WHERE webhook_id = ?"
+                 " AND state = 'pending'", (webhook_id,))
