@@ -1,12 +1,14 @@
 """Benchmark of the J1MSKY HTTP API against a bare Flask app, on 127.0.0.1.
 
-What it does, in one run (about a minute at the defaults, well under three):
+What it does, in one run (about two and a half minutes at the defaults on 2 cores, most
+of it growing the database to a million agents):
 
 1. Makes a temporary instance folder (J1MSKY_INSTANCE) with a config.json like
    the tests' (simulated providers with no delay, 4 agent workers, limits raised
    so that the benchmark is not refused), runs ``j1msky init`` and ``j1msky keys
    create`` (the installed console script), and seeds N finished agents straight
-   into SQLite (one transaction, then ANALYZE).
+   into SQLite (one transaction, then ANALYZE), with their running totals: the
+   agents' budget_day, and budget_days and usage_daily summed from them by SQL.
 2. Starts ``j1msky serve --threads 8`` and the bare app of scripts/bare_app.py
    under the same gunicorn settings (1 worker, gthread, 8 threads, access log to
    stdout); both servers' output goes to files in the instance folder.
@@ -20,13 +22,21 @@ What it does, in one run (about a minute at the defaults, well under three):
      ``GET /api/agents?sort=-created_at&limit=100``;
    - agents/s completed through the simulated provider: M agents spawned with
      ``POST /api/spawn`` (Idempotency-Key on each), timed until none is in flight;
+   - accepted spawns/s of ``POST /api/spawn`` (a unique Idempotency-Key each) against
+     the bare app's ``POST /spawn`` req/s, alternating rounds; after each spawn round
+     the runner finishes its agents before the next round starts (untimed);
    - RSS of the serve worker process, idle after start and after the run.
-4. Stops both servers (SIGTERM, then SIGKILL) and removes the folder, even on error.
+4. Stops the service, grows the database to --status-agents agents (same seeding and
+   totals), starts it again and measures the p50/p99 latency (one sequential client)
+   of ``GET /api/orchestrator/status`` and ``POST /api/orchestrator/recommend-model``
+   (coding, medium, normal, 2500 tokens), and checks that status's today_spend is the
+   sum over today's agents.
+5. Stops both servers (SIGTERM, then SIGKILL) and removes the folder, even on error.
 
 It prints figures and "target met"/"target MISSED"; it asserts nothing.
 
     /path/to/venv/bin/python scripts/bench_api.py [--agents 100000] [--seconds 5]
-        [--spawn 2000] [--json] [--keep]
+        [--spawn 2000] [--status-agents 1000000] [--json] [--keep]
 """
 from __future__ import annotations
 

@@ -11,9 +11,11 @@ from j1msky import create_app, db
 from j1msky.config import defaults
 from j1msky.services import clock
 from j1msky.services.runner import Runner
+from j1msky.services.webhooks import Dispatcher
 from tests.fixtures_upstream import fake_upstream  # noqa: F401
 from tests.helpers import UPSTREAM_ENV, KeyMaker, config_for_tests, upstream_config
 from tests.live import live_server_factory  # noqa: F401
+from tests.webhook_receiver import webhook_receiver  # noqa: F401
 
 
 @pytest.fixture
@@ -108,3 +110,19 @@ def upstream(instance, fake_upstream, monkeypatch):  # noqa: F811
         monkeypatch.setenv(name, value)
     return fake_upstream
 
+
+
+@pytest.fixture
+def start_dispatcher(app):
+    """start_dispatcher() -> the app's webhook Dispatcher, started; stopped after the test."""
+    dispatchers = []
+
+    def start():
+        dispatcher = Dispatcher(app)
+        dispatcher.start()
+        dispatchers.append(dispatcher)
+        return dispatcher
+
+    yield start
+    for dispatcher in dispatchers:
+        dispatcher.stop()
