@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import zoneinfo
 from importlib import resources
 
@@ -284,8 +285,10 @@ def write_atomic(path: str, data: dict) -> None:
 class ConfigStore:
     """The config in force; reloads when the file's mtime changes, keeps the last good one."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, check_interval: float = 1.0):
         self.path = path
+        self.check_interval = check_interval  # seconds between looks at the file's mtime
+        self._checked_at = time.monotonic()
         self._lock = threading.Lock()
         self._stamp = self._file_stamp()
         self._config = self._load()
@@ -301,6 +304,10 @@ class ConfigStore:
         return load_file(self.path)
 
     def get(self) -> dict:
+        now = time.monotonic()
+        if now - self._checked_at < self.check_interval:
+            return self._config
+        self._checked_at = now
         stamp = self._file_stamp()
         if stamp != self._stamp:
             with self._lock:

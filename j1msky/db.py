@@ -10,6 +10,24 @@ from typing import Iterator
 from flask import Flask, current_app
 
 _local = threading.local()
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+class Connection(sqlite3.Connection):
+    """A connection that knows its process-wide write lock.
+
+    SQLite's busy handler sleeps in growing steps (up to 100 ms) while another
+    connection writes; threads of this process instead queue on a lock that wakes
+    the next writer at once. busy_timeout still covers other processes (the CLI).
+    """
+
+    write_lock: threading.Lock
+
+
+def write_lock_for(path: str) -> threading.Lock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(path, threading.Lock())
 
 
 def migrations() -> dict[int, str]:
@@ -25,7 +43,9 @@ def schema_version() -> int:
 
 def connect(path: str) -> sqlite3.Connection:
     """A new connection with the service's pragmas; autocommit, explicit transactions."""
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False,
+                           factory=Connection)
+    conn.write_lock = write_lock_for(path)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL: safe against process crashes
@@ -75,14 +95,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute("RELEASE nested")
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        _pending(conn).clear()
-        raise
-    conn.execute("COMMIT")
+    with conn.write_lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            _pending(conn).clear()
+            raise
+        conn.execute("COMMIT")
     callbacks = list(_pending(conn))
     _pending(conn).clear()
     for callback in callbacks:

@@ -86,7 +86,7 @@ def write(path, config):
 def test_edits_apply_without_restart_and_a_broken_edit_keeps_the_last_good(tmp_path, caplog):
     path = tmp_path / "config.json"
     write(path, config_for_tests(budget={"daily": 10}))
-    store = ConfigStore(str(path))
+    store = ConfigStore(str(path), check_interval=0)
     assert store.get()["budget"]["daily"] == 10
     write(path, config_for_tests(budget={"daily": 20}))
     assert store.get()["budget"]["daily"] == 20
@@ -100,6 +100,7 @@ def test_edits_apply_without_restart_and_a_broken_edit_keeps_the_last_good(tmp_p
 
 def test_running_app_keeps_its_config_when_the_file_breaks(app, client, admin):
     path = app.config["CONFIG_PATH"]
+    app.extensions["j1msky_config"].check_interval = 0
     with open(path, "w") as fh:
         fh.write('{"models": {}}')
     assert client.get("/api/health", headers=admin.headers).json["models_configured"] == 3
@@ -108,7 +109,7 @@ def test_running_app_keeps_its_config_when_the_file_breaks(app, client, admin):
 def test_update_writes_atomically_and_refuses_invalid_changes(tmp_path):
     path = tmp_path / "config.json"
     write(path, config_for_tests())
-    store = ConfigStore(str(path))
+    store = ConfigStore(str(path), check_interval=0)
     store.update(lambda c: c["budget"].update(daily=99) if "budget" in c
                  else c.update(budget={"daily": 99}))
     assert json.loads(path.read_text())["budget"]["daily"] == 99
