@@ -6,14 +6,18 @@ with a fresh window.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
 from flask import Flask, g, request
-from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
+from flask_limiter import Limiter, RateLimitExceeded
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
 
 from .config import current as current_config
-from .errors import error_response
+from .errors import APIError, error_response
 
 
 def client_ip() -> str:
@@ -31,10 +35,27 @@ def configured(name: str):
     return lambda: current_config()["rate_limits"][name]
 
 
-# The per-IP limit is an application limit: checked in the limiter's before_request, which
-# init_app registers ahead of authentication. Route limits are checked when the view is called.
-limiter = Limiter(client_ip, application_limits=[configured("per_ip")],
-                  storage_uri="memory://", strategy="fixed-window")
+# Route limits (per key) are flask-limiter's, checked when the view is called, after
+# authentication. The per-IP limit runs before authentication, in check_ip.
+limiter = Limiter(client_ip, storage_uri="memory://", strategy="fixed-window")
+ip_window = FixedWindowRateLimiter(MemoryStorage())
+
+
+@functools.lru_cache(maxsize=16)
+def parse_limit(text: str) -> RateLimitItem:
+    return parse(text)
+
+
+def check_ip() -> None:
+    """Count every /api request against its address, before any key lookup.
+
+    The limits library (flask-limiter's engine) directly: a flask-limiter application
+    limit re-resolves and re-parses its limits on every request, a fifth of the cost of
+    a cheap authenticated GET."""
+    item = parse_limit(current_config()["rate_limits"]["per_ip"])
+    g.ip_limit = item
+    if not ip_window.hit(item, "per_ip", client_ip()):
+        raise APIError(429, "Rate limit exceeded", retry_after=seconds_left(deciding_limit()))
 
 
 def per_key(name: str, cost=1):
@@ -60,9 +81,17 @@ agents = per_key("agents")
 system = per_key("system")
 
 
-def retry_after(limit: RequestLimit) -> int:
-    """Whole seconds until the limit's window frees, at least 1."""
-    return max(1, math.ceil(limit.window.reset_time - time.time()))
+def deciding_limit() -> tuple[int, int, float] | None:
+    """(limit, remaining, reset time) of the limit that decided this request: the
+    per-key one where the route has one, else the per-IP one."""
+    limit = limiter.current_limit
+    if limit is not None:
+        return limit.limit.amount, limit.remaining, limit.window.reset_time
+    item = g.get("ip_limit")
+    if item is None:
+        return None
+    stats = ip_window.get_window_stats(item, "per_ip", client_ip())
+    return item.amount, stats.remaining, stats.reset_time
 
 
 def add_headers(response):
@@ -70,22 +99,29 @@ def add_headers(response):
 
     Not flask-limiter's headers_enabled: it also puts Retry-After on every success.
     """
-    limit = limiter.current_limit
-    if limit is not None:
-        response.headers["X-RateLimit-Limit"] = str(limit.limit.amount)
-        response.headers["X-RateLimit-Remaining"] = str(limit.remaining)
-        response.headers["X-RateLimit-Reset"] = str(math.ceil(limit.window.reset_time))
+    decided = deciding_limit()
+    if decided is not None:
+        amount, remaining, reset = decided
+        response.headers["X-RateLimit-Limit"] = str(amount)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(reset))
     return response
 
 
+def seconds_left(decided: tuple[int, int, float] | None) -> int:
+    """Whole seconds until the deciding limit's window frees, at least 1."""
+    return max(1, math.ceil(decided[2] - time.time())) if decided else 1
+
+
 def refuse(exc: RateLimitExceeded):
-    limit = limiter.current_limit
-    wait = retry_after(limit) if limit is not None else exc.limit.limit.get_expiry()
-    return error_response(429, "Rate limit exceeded", retry_after=wait)
+    return error_response(429, "Rate limit exceeded", retry_after=seconds_left(deciding_limit()))
 
 
 def init_app(app: Flask) -> None:
     """Call before auth.init_app: before_request hooks run in the order they are added."""
+    global ip_window
+    ip_window = FixedWindowRateLimiter(MemoryStorage())  # fresh counters for each app
     limiter.init_app(app)
+    app.before_request(check_ip)
     app.register_error_handler(RateLimitExceeded, refuse)
     app.after_request(add_headers)

@@ -7,7 +7,10 @@ import hmac
 import os
 import secrets
 import sqlite3
+import threading
+import time
 
+from ..db import after_commit
 from ..errors import APIError
 from . import clock, events
 
@@ -68,8 +71,42 @@ def get_key(conn: sqlite3.Connection, key_id: str) -> sqlite3.Row:
     return row
 
 
+class KeyCache:
+    """Key rows by hash for a moment, so most requests skip a query.
+
+    Every change through this process (revoke, rotate) clears it at once; a change made
+    by another process (the CLI) is seen within TTL seconds. Expiry is still decided per
+    request from the row's expires_at."""
+
+    TTL = 2.0
+
+    def __init__(self):
+        self.rows: dict[str, tuple[float, sqlite3.Row | None]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self.rows.get(digest)
+        if cached is not None and now - cached[0] < self.TTL:
+            return cached[1]
+        row = conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
+        with self.lock:
+            if len(self.rows) > 10_000:  # garbage keys must not grow it without bound
+                self.rows.clear()
+            self.rows[digest] = (now, row)
+        return row
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rows.clear()
+
+
+cache = KeyCache()
+
+
 def find_by_key(conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (hash_key(key),)).fetchone()
+    return cache.get(conn, key)
 
 
 def state(row: sqlite3.Row, now: str | None = None) -> str:
@@ -114,6 +151,7 @@ def rotate_key(conn: sqlite3.Connection, key_id: str, *, env: str, master: bytes
     grace_end = clock.iso(clock.now() + dt.timedelta(hours=grace_hours))
     conn.execute("UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?), rotated_to = ?"
                  " WHERE id = ?", (grace_end, grace_end, new["key_id"], key_id))
+    after_commit(conn, cache.clear)
     return {**new, "replaces": key_id, "old_key_expires_at": clock.iso_out(grace_end)}
 
 
@@ -126,14 +164,19 @@ def revoke_key(conn: sqlite3.Connection, key_id: str, reason: str | None = None,
     conn.execute("UPDATE api_keys SET revoked_at = ?, revoke_reason = ?, notify_user = ?"
                  " WHERE id = ?", (clock.now_iso(), reason, int(notify_user), key_id))
     revoked = public_view(get_key(conn, key_id))
+    after_commit(conn, cache.clear)
     events.emit(conn, "key.revoked", {"key_id": key_id, "name": revoked["name"],
                                       "reason": reason, "notify_user": notify_user})
     return revoked
 
 
+_touched: dict[str, float] = {}
+
+
 def touch(conn: sqlite3.Connection, row: sqlite3.Row, every_seconds: int = 60) -> None:
     """Record last use, at most once a minute per key (keeps reads write-free)."""
-    now = clock.now()
-    if row["last_used_at"] and row["last_used_at"] > clock.iso(now - dt.timedelta(seconds=every_seconds)):
+    now = time.monotonic()
+    if now - _touched.get(row["id"], -every_seconds) < every_seconds:
         return
-    conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (clock.iso(now), row["id"]))
+    _touched[row["id"]] = now
+    conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (clock.now_iso(), row["id"]))
