@@ -34,6 +34,14 @@ def Num(**kw):
     return fields.Float(**kw)
 
 
+def network(value: str) -> None:
+    """An IP address or CIDR block."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"'{value}' is not an IP address or network") from None
+
+
 class ServerSchema(Schema):
     host = Str()
     port = Int(validate=validate.Range(min=1, max=65535))
@@ -102,14 +110,6 @@ class ProviderCallsSchema(Schema):
     simulated_delay = Num(validate=NonNegative)
 
 
-def network(value: str) -> None:
-    """An IP address or CIDR block."""
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValidationError(f"'{value}' is not an IP address or network") from None
-
-
 LIMIT = validate.Regexp(r"^\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?$")
 
 
@@ -122,14 +122,29 @@ class RateLimitsSchema(Schema):
 
 
 class SecuritySchema(Schema):
-    allowed_ips = fields.List(Str())
+    allowed_ips = fields.List(Str(validate=network))
     enforce = Bool()
     log_violations = Bool()
-    trusted_proxies = fields.List(Str())
+    trusted_proxies = fields.List(Str(validate=network))
     require_signed_requests = Bool()
     cost_spike_per_hour = Num(validate=NonNegative)
     rotation_grace_hours = Num(validate=NonNegative)
     signature_window_seconds = Num(validate=Positive)
+    auth_failures_to_block = Int(validate=validate.Range(min=1))
+    auth_failure_window_seconds = Num(validate=Positive)
+    auto_block_hours = Num(validate=Positive)
+
+
+AUDIT_EVENTS = ("agent.spawn", "agent.complete", "agent.fail", "api.key.used", "config.change",
+                "security.violation")
+
+
+class AuditSchema(Schema):
+    enabled = Bool()
+    log_level = Str(validate=validate.OneOf(["minimal", "standard", "verbose"]))
+    include_request_body = Bool()
+    include_response_body = Bool()
+    events = fields.List(Str(validate=validate.OneOf(AUDIT_EVENTS)))
 
 
 class WebhooksSchema(Schema):
@@ -166,6 +181,7 @@ class ConfigSchema(Schema):
     rate_limits = fields.Nested(RateLimitsSchema)
     security = fields.Nested(SecuritySchema)
     webhooks = fields.Nested(WebhooksSchema)
+    audit = fields.Nested(AuditSchema)
     retention = fields.Nested(RetentionSchema)
     legacy_v3 = fields.Nested(LegacySchema)
 

@@ -19,7 +19,9 @@ CREATE TABLE api_keys (
     revoke_reason     TEXT,
     notify_user       INTEGER NOT NULL DEFAULT 0,
     rotated_to        TEXT,                        -- id of the key that replaced this one
-    last_used_at      TEXT
+    last_used_at      TEXT,
+    suspended_until   TEXT,                        -- cost spike: no spawning until then
+    suspended_reason  TEXT
 );
 
 -- Signatures seen inside the replay window (sha256 of the signature only).
@@ -51,7 +53,12 @@ CREATE TABLE agents (
     fallback_from    TEXT,
     steps            TEXT,                          -- JSON list for teams
     simulated        INTEGER NOT NULL DEFAULT 0,
-    budget_day       TEXT                           -- YYYY-MM-DD (time zone of config)
+    budget_day       TEXT,                          -- YYYY-MM-DD (time zone of config)
+    privacy          TEXT,                          -- JSON options given at spawn
+    pii_detected     TEXT,                          -- JSON list of PII kinds
+    encrypted        INTEGER NOT NULL DEFAULT 0,    -- task/result sealed (AES-256-GCM)
+    erase_after      TEXT,                          -- task and result erased then
+    erased_at        TEXT
 );
 CREATE INDEX agents_created ON agents (created_at);
 CREATE INDEX agents_status_created ON agents (status, created_at);
@@ -60,6 +67,8 @@ CREATE INDEX agents_team_created ON agents (team, created_at);
 CREATE INDEX agents_completed ON agents (completed_at);
 CREATE INDEX agents_cost ON agents (actual_micros);
 CREATE INDEX agents_key_status ON agents (key_id, status);
+CREATE INDEX agents_erase ON agents (erase_after) WHERE erased_at IS NULL;
+CREATE INDEX agents_key_completed ON agents (key_id, completed_at);
 -- Covering indexes for the list's totals (meta.by_model, total_cost) under common filters.
 CREATE INDEX agents_rollup ON agents (status, model, actual_micros);
 CREATE INDEX agents_model_cost ON agents (model, actual_micros);
@@ -152,3 +161,32 @@ CREATE TABLE webhook_attempts (
     duration_ms  INTEGER NOT NULL
 );
 CREATE INDEX attempts_delivery ON webhook_attempts (delivery_id);
+
+-- Addresses refused before authentication, by hand or after repeated auth failures.
+CREATE TABLE blocked_ips (
+    ip         TEXT PRIMARY KEY,                 -- an address (no networks: see allowed_ips)
+    reason     TEXT NOT NULL,
+    source     TEXT NOT NULL,                    -- manual|auth_failures
+    created_at TEXT NOT NULL,
+    expires_at TEXT                              -- NULL: until unblocked
+);
+
+-- The audit trail (API_REFERENCE "Audit Logging").
+CREATE TABLE audit_log (
+    id            INTEGER PRIMARY KEY,
+    timestamp     TEXT NOT NULL,
+    event         TEXT NOT NULL,                 -- agent.spawn, security.violation, ...
+    severity      TEXT NOT NULL,                 -- info|warning|critical
+    api_key_id    TEXT,
+    ip_address    TEXT,
+    user_agent    TEXT,
+    request_id    TEXT,
+    resource_type TEXT,
+    resource_id   TEXT,
+    details       TEXT NOT NULL,                 -- JSON object, PII masked when asked
+    request_body  TEXT,                          -- only with include_request_body
+    response_body TEXT                           -- only with include_response_body
+);
+CREATE INDEX audit_time ON audit_log (timestamp);
+CREATE INDEX audit_event ON audit_log (event, id);
+CREATE INDEX audit_key ON audit_log (api_key_id, id);
