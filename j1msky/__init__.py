@@ -16,6 +16,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; nothing starts here (see start_background)."""
     from . import api, auth, db, errors, ratelimit
     from .config import ConfigStore
+    from .services.crypto import DataKey
     from .services.keys import load_master_secret
 
     test_config = test_config or {}
@@ -31,6 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     store = ConfigStore(app.config["CONFIG_PATH"])
     app.extensions["j1msky_config"] = store
     app.extensions["j1msky_master"] = load_master_secret(instance)
+    app.extensions["j1msky_data_key"] = DataKey(instance)
     app.config["MAX_CONTENT_LENGTH"] = store.get()["server"]["max_body_bytes"]
 
     db.init_db(app)

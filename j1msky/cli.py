@@ -141,8 +141,14 @@ def run_key_op(op):
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Request threads (config server.threads).")
 @click.option("--workers", type=int, default=1, help="Must be 1: agents live in one process.")
-def serve(host, port, threads, workers):
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS certificate (PEM): serve HTTPS, TLS 1.3 at least.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS private key (PEM), with --certfile.")
+def serve(host, port, threads, workers, certfile, keyfile):
     """Serve the API with gunicorn: one worker process, N threads."""
+    if bool(certfile) != bool(keyfile):
+        fail("--certfile and --keyfile go together")
     if workers != 1:
         fail("j1msky serve runs exactly one worker: the agent pool and scheduler live in it."
              " Use --threads for concurrency.")
@@ -153,7 +159,8 @@ def serve(host, port, threads, workers):
     warn_simulated(config)
     from .server import run
     server = config["server"]
-    run(host or server["host"], port or server["port"], threads or server["threads"])
+    run(host or server["host"], port or server["port"], threads or server["threads"],
+        tls=(certfile, keyfile) if certfile else None)
 
 
 def warn_simulated(config: dict) -> None:

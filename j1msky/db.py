@@ -51,7 +51,14 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL: safe against process crashes
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA secure_delete = ON")  # erased text is overwritten, not just unlinked
     return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and empty it, so old page versions (say, of
+    erased text) do not linger in the -wal file."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def connection_for(path: str) -> sqlite3.Connection:

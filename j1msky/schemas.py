@@ -19,19 +19,28 @@ class StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
+class StrictBoolean(fields.Boolean):
+    """true or false, not "yes" or 1."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class KeyCreateRequest(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
                          validate=validate.Length(min=1))
-    signing = fields.Boolean(load_default=False)
-    require_signature = fields.Boolean(load_default=False)
+    signing = StrictBoolean(load_default=False)
+    require_signature = StrictBoolean(load_default=False)
     max_concurrent_agents = StrictInteger(load_default=None, allow_none=True,
                                           validate=validate.Range(min=1, max=1000))
 
 
 class KeyRevokeRequest(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    notify_user = fields.Boolean(load_default=False)
+    notify_user = StrictBoolean(load_default=False)
 
 
 class TaskField(fields.String):
@@ -53,6 +62,14 @@ def one_of(label: str, choices) -> validate.OneOf:
     return validate.OneOf(choices, error=f"{label} must be one of: {', '.join(choices)}")
 
 
+class PrivacyOptions(Schema):
+    detect_pii = StrictBoolean(load_default=False)
+    mask_pii_in_logs = StrictBoolean(load_default=False)
+    encrypt_output = StrictBoolean(load_default=False)
+    retention_days = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(
+        min=1, max=3650, error="retention_days must be between 1 and 3650"))
+
+
 class AgentRequest(Schema):
     """Fields common to spawn and spawn-team; built against the config in force."""
 
@@ -62,6 +79,7 @@ class AgentRequest(Schema):
     priority = fields.String(load_default="normal", validate=one_of("Priority", PRIORITIES),
                              error_messages={"invalid": "Priority must be a string"})
     timeout = StrictInteger(error_messages={"invalid": "Timeout must be a whole number of seconds"})
+    privacy = fields.Nested(PrivacyOptions, load_default=None)
 
     def __init__(self, config: dict, **kwargs):
         super().__init__(**kwargs)

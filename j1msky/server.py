@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from gunicorn.app.base import BaseApplication
 
@@ -36,12 +37,20 @@ def worker_exit(server, worker):
         stop_background(app)
 
 
-def run(host: str, port: int, threads: int, extra: dict | None = None) -> None:
+def tls_1_3_only(config, default_ssl_context_factory):
+    """gunicorn's ssl_context hook: TLS 1.3 as the minimum."""
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def run(host: str, port: int, threads: int, tls: tuple[str, str] | None = None) -> None:
     options = {
         "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
         "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
         "loglevel": "info", "worker_exit": worker_exit, "control_socket_disable": True,
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
-        **(extra or {}),
     }
+    if tls:
+        options.update(certfile=tls[0], keyfile=tls[1], ssl_context=tls_1_3_only)
     J1mskyServer(options).run()

@@ -49,18 +49,18 @@ class LiveServer:
             args += ["--scope", scope]
         return json.loads(self.cli(*args).stdout)
 
-    def start(self, wait: float = 30) -> LiveServer:
+    def start(self, wait: float = 30, extra: tuple = (), verify=True) -> LiveServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [*j1msky_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--threads", str(self.threads)],
+             "--threads", str(self.threads), *extra],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"serve exited early:\n{self.log()}")
             try:
-                requests.get(self.url + "/api/health", timeout=1)
+                requests.get(self.url + "/api/health", timeout=1, verify=verify)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.1)

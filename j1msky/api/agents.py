@@ -1,18 +1,18 @@
 """/spawn, /spawn-batch, /agent/{id}, /agents, /agents/active."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from marshmallow import ValidationError
 
 from .. import ratelimit
 from ..auth import require_scope
 from ..config import current as current_config
-from ..db import after_commit, get_db, transaction
+from ..db import after_commit, checkpoint, get_db, transaction
 from ..errors import APIError
 from ..schemas import SpawnBatchRequest, SpawnRequest
-from ..services import agents, budget, catalog, clock, routing
+from ..services import agentdata, agents, budget, catalog, clock, routing
 from ..services.pagination import Field, build_page, parse_list_args
-from .common import json_body
+from .common import data_key, json_body
 
 bp = Blueprint("agents", __name__)
 
@@ -54,7 +54,7 @@ def prepare(config: dict, req: dict) -> dict:
 
 
 def admit(conn, config: dict, req: dict):
-    row = agents.insert(conn, config, g.key, req)
+    row = agents.insert(conn, config, g.key, req, data_key())
     submit_after_commit(conn, row)
     return row
 
@@ -104,7 +104,7 @@ def spawn_batch():
 
 
 def agent_detail(agent_id: str):
-    return agents.to_api_detail(agents.get(get_db(), agent_id))
+    return agents.to_api_detail(agents.get(get_db(), agent_id), data_key())
 
 
 def cancel_agent(agent_id: str):
@@ -147,7 +147,7 @@ def list_agents():
     total = sum(r[1] for r in by_model)
     page, pagination, links = build_page(rows, query, total=total, base_path=request.path,
                                          args=request.args)
-    return {"data": [agents.to_api(r) for r in page], "pagination": pagination,
+    return {"data": [agents.to_api(r, data_key()) for r in page], "pagination": pagination,
             "links": links,
             "meta": {"total_cost": agents.dollars(sum(r[2] or 0 for r in by_model)),
                      "by_model": {r[0]: r[1] for r in by_model}}}
@@ -160,7 +160,7 @@ def active_agents():
     conn = get_db()
     rows = conn.execute("SELECT * FROM agents WHERE status IN ('spawning', 'running')"
                         " ORDER BY id").fetchall()
-    return {"agents": [agents.to_api(r) for r in rows], "count": len(rows),
+    return {"agents": [agents.to_api(r, data_key()) for r in rows], "count": len(rows),
             "total_cost_today": agents.dollars(budget.today_spend(conn, current_config()))}
 
 
@@ -170,3 +170,26 @@ def require_agent_id() -> str:
         raise APIError(400, "agent_id query parameter is required",
                        details={"agent_id": ["Missing data for required field."]})
     return agent_id
+
+
+@bp.delete("/agent/<agent_id>/data")
+@require_scope("agents:write")
+def erase_agent_data(agent_id: str):
+    """Erase a finished agent's task and result now, keeping its cost record."""
+    with transaction(get_db()) as conn:
+        row = agents.get(conn, agent_id)
+        if row["status"] in agents.ACTIVE:
+            raise APIError(409, f"Agent is {row['status']}: cancel it before erasing its data")
+        agentdata.erase(conn, [agent_id])
+    checkpoint(get_db())
+    return {"success": True, "message": "Agent data erased", "agent_id": agent_id}
+
+
+@bp.get("/export")
+@require_scope("admin:write")
+def export():
+    """Every agent record, decrypted, as NDJSON (one JSON object a line)."""
+    key = data_key()
+    lines = agentdata.export(get_db(), lambda row: agents.to_api(row, key))
+    return Response(stream_with_context(lines), mimetype="application/x-ndjson",
+                    headers={"Content-Disposition": "attachment; filename=j1msky-agents.ndjson"})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from flask import request
+from flask import current_app, request
 
 from ..errors import APIError
 
@@ -22,3 +22,8 @@ def json_body(allow_empty: bool = False) -> dict:
     if not isinstance(body, dict):
         raise APIError(400, "Request body must be a JSON object")
     return body
+
+
+def data_key():
+    """The key that seals encrypt_output agents' task and result (made on first use)."""
+    return current_app.extensions["j1msky_data_key"]

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app
 
 from ..auth import require_scope
 from ..config import current as current_config
-from ..db import get_db, transaction
+from ..db import after_commit, get_db, transaction
 from ..schemas import KeyCreateRequest, KeyRevokeRequest
 from ..services import keys
 from .common import json_body
@@ -57,3 +57,13 @@ def revoke_key(key_id: str):
     with transaction(get_db()) as conn:
         revoked = keys.revoke_key(conn, key_id, req["reason"], req["notify_user"])
     return {"success": True, "message": "API key revoked", **revoked}
+
+
+@bp.post("/keys/<key_id>/unsuspend")
+@require_scope("admin:write")
+def unsuspend_key(key_id: str):
+    """Let a key suspended by cost spike protection spawn again."""
+    with transaction(get_db()) as conn:
+        key = keys.unsuspend(conn, key_id)
+        after_commit(conn, keys.cache.clear)
+    return {"success": True, "message": "API key may spawn again", **key}

@@ -9,7 +9,8 @@ import time
 
 from ..db import transaction
 from ..errors import APIError
-from . import budget, catalog, clock, events, limits
+from . import agentdata, budget, catalog, clock, events, keys, limits, privacy
+from .crypto import DataKey
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 ACTIVE = ("spawning", "running")
@@ -75,8 +76,10 @@ def check_provider_capacity(conn: sqlite3.Connection, config: dict, steps: list[
                                 " fallbacks", retry_after=limits.seconds_to_window_end())
 
 
-def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict) -> sqlite3.Row:
+def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict,
+           data_key: DataKey) -> sqlite3.Row:
     """Admit one agent (caller holds a write transaction): checks, reservation, row."""
+    check_not_suspended(conn, key["id"])
     steps = step_plan(config, req.get("model"), req.get("team"))
     model = req.get("model") or steps[0]["model"]
     check_concurrency(conn, config, key)
@@ -85,15 +88,22 @@ def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict) 
     day = budget.reserve(conn, config, estimate)
     team_steps = json.dumps([{"model": s["model"], "status": "pending", "output": None,
                               "cost": 0.0} for s in steps]) if req.get("team") else None
+    options = req.get("privacy") or {}
+    encrypted = bool(options.get("encrypt_output"))
+    pii = json.dumps(privacy.detect(req["task"])) if options.get("detect_pii") else None
+    task = agentdata.seal_if(encrypted, data_key, req["task"])
     for _ in range(20):
         agent_id = new_agent_id()
         try:
             conn.execute(
                 "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority,"
-                " timeout, created_at, estimated_micros, steps, budget_day)"
-                " VALUES (?, ?, ?, ?, 'spawning', ?, ?, ?, ?, ?, ?, ?)",
-                (agent_id, key["id"], model, req.get("team"), req["task"], req["priority"],
-                 req["timeout"], clock.now_iso(), estimate, team_steps, day))
+                " timeout, created_at, estimated_micros, steps, budget_day, privacy,"
+                " pii_detected, encrypted, erase_after)"
+                " VALUES (?, ?, ?, ?, 'spawning', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent_id, key["id"], model, req.get("team"), task, req["priority"],
+                 req["timeout"], clock.now_iso(), estimate, team_steps, day,
+                 json.dumps(options) if options else None, pii, int(encrypted),
+                 agentdata.erase_after(config, options)))
             return emit(conn, "agent.spawned", agent_id)
         except sqlite3.IntegrityError as exc:
             if "agents.agent_id" not in str(exc):
@@ -116,12 +126,33 @@ def emit(conn: sqlite3.Connection, event_type: str, agent_id: str) -> sqlite3.Ro
 
 
 def event_data(row: sqlite3.Row) -> dict:
-    """What events and webhooks tell about an agent."""
+    """What events and webhooks tell about an agent: never a sealed task or result, and
+    with PII masked when the agent asked for mask_pii_in_logs."""
+    task, result = row["task"], row["result"]
+    if row["encrypted"]:
+        task = result = None
+    elif options_of(row).get("mask_pii_in_logs"):
+        task, result = privacy.mask_value(task), privacy.mask_value(result)
     return {"agent_id": row["agent_id"], "model": row["model"], "team": row["team"],
-            "status": row["status"], "task": row["task"], "result": row["result"],
+            "status": row["status"], "task": task, "result": result,
             "error": row["error"], "cost": dollars(row["actual_micros"]),
             "estimated_cost": dollars(row["estimated_micros"]),
-            "fallback_from": row["fallback_from"], "simulated": bool(row["simulated"])}
+            "fallback_from": row["fallback_from"], "simulated": bool(row["simulated"]),
+            "encrypted": bool(row["encrypted"])}
+
+
+def options_of(row: sqlite3.Row) -> dict:
+    """The agent's privacy options."""
+    return json.loads(row["privacy"]) if row["privacy"] else {}
+
+
+def check_not_suspended(conn: sqlite3.Connection, key_id: str) -> None:
+    """A key suspended by cost spike protection may not spawn until it is lifted."""
+    row = conn.execute("SELECT suspended_until, suspended_reason FROM api_keys WHERE id = ?",
+                       (key_id,)).fetchone()
+    if row and row["suspended_until"] and row["suspended_until"] > clock.now_iso():
+        raise APIError(403, f"API key suspended from spawning until"
+                            f" {clock.iso_out(row['suspended_until'])}: {row['suspended_reason']}")
 
 
 def release(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
@@ -141,18 +172,18 @@ def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
 def record_step(conn: sqlite3.Connection, config: dict, agent_id: str, index: int, *,
                 model: str, provider: str, output: str, status: str, micros: int,
                 input_tokens: int, output_tokens: int, fallback_from: str | None,
-                simulated: bool) -> bool:
+                simulated: bool, data_key: DataKey) -> bool:
     """Add one finished step's usage and cost to a running agent and to the running
     totals, in one transaction; False if the agent is no longer running."""
     with transaction(conn):
         return _record_step(conn, config, agent_id, index, model=model, provider=provider,
                             output=output, status=status, micros=micros,
                             input_tokens=input_tokens, output_tokens=output_tokens,
-                            fallback_from=fallback_from, simulated=simulated)
+                            fallback_from=fallback_from, simulated=simulated, data_key=data_key)
 
 
 def _record_step(conn, config, agent_id, index, *, model, provider, output, status, micros,
-                 input_tokens, output_tokens, fallback_from, simulated) -> bool:
+                 input_tokens, output_tokens, fallback_from, simulated, data_key) -> bool:
     row = get(conn, agent_id)
     if row["status"] != "running":
         return False
@@ -161,7 +192,8 @@ def _record_step(conn, config, agent_id, index, *, model, provider, output, stat
                   output_tokens=output_tokens)
     steps = json.loads(row["steps"]) if row["steps"] else None
     if steps is not None:
-        steps[index] = {"model": model, "status": status, "output": output,
+        steps[index] = {"model": model, "status": status,
+                        "output": agentdata.seal_if(row["encrypted"], data_key, output),
                         "cost": dollars(micros), "fallback_from": fallback_from}
     conn.execute(
         "UPDATE agents SET actual_micros = actual_micros + ?, input_tokens = input_tokens + ?,"
@@ -169,18 +201,25 @@ def _record_step(conn, config, agent_id, index, *, model, provider, output, stat
         " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
         (micros, input_tokens, output_tokens, json.dumps(steps) if steps is not None else None,
          int(simulated), fallback_from, agent_id))
+    if row["key_id"]:
+        keys.suspend_on_cost_spike(conn, config, row["key_id"])
     return True
 
 
 def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str | None = None,
-           error: str | None = None) -> bool:
+           error: str | None = None, data_key: DataKey) -> bool:
     """running -> completed|failed, releasing the reservation; False if something else
     (a cancel, a shutdown) got there first."""
     with transaction(conn):
+        row = get(conn, agent_id)
+        pii = row["pii_detected"]
+        if pii is not None and result:
+            pii = json.dumps(sorted(set(json.loads(pii)) | set(privacy.detect(result))))
         done = conn.execute(
-            "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?"
-            " WHERE agent_id = ? AND status = 'running'",
-            (status, result, error, clock.now_iso(), agent_id)).rowcount == 1
+            "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?,"
+            " pii_detected = ? WHERE agent_id = ? AND status = 'running'",
+            (status, agentdata.seal_if(row["encrypted"], data_key, result), error,
+             clock.now_iso(), pii, agent_id)).rowcount == 1
         if done:
             release(conn, emit(conn, f"agent.{status}", agent_id))
         return done
@@ -214,8 +253,9 @@ def waiting(conn: sqlite3.Connection) -> list[sqlite3.Row]:
                         " ORDER BY id").fetchall()
 
 
-def to_api(row: sqlite3.Row) -> dict:
-    """The agent object of the contract (§5)."""
+def to_api(stored: sqlite3.Row, data_key: DataKey) -> dict:
+    """The agent object of the contract (§5), with privacy fields."""
+    row = agentdata.readable(stored, data_key)
     return {
         "agent_id": row["agent_id"], "model": row["model"], "team": row["team"],
         "status": row["status"], "task": row["task"], "priority": row["priority"],
@@ -229,11 +269,15 @@ def to_api(row: sqlite3.Row) -> dict:
         "fallback_from": row["fallback_from"],
         "steps": json.loads(row["steps"]) if row["steps"] else None,
         "simulated": bool(row["simulated"]),
+        "privacy": json.loads(row["privacy"]) if row["privacy"] else None,
+        "pii_detected": json.loads(row["pii_detected"]) if row["pii_detected"] else None,
+        "encrypted": bool(row["encrypted"]),
+        "data_erased_at": clock.iso_out(row["erased_at"]),
     }
 
 
-def to_api_detail(row: sqlite3.Row) -> dict:
+def to_api_detail(row: sqlite3.Row, data_key: DataKey) -> dict:
     """GET /agent/{id}: the agent object plus the reference's short names."""
-    agent = to_api(row)
+    agent = to_api(row, data_key)
     return {**agent, "created": agent["created_at"], "started": agent["started_at"],
             "completed": agent["completed_at"], "cost": agent["actual_cost"]}

@@ -131,6 +131,8 @@ def public_view(row: sqlite3.Row) -> dict:
         "revoked_at": clock.iso_out(row["revoked_at"]),
         "revoke_reason": row["revoke_reason"], "rotated_to": row["rotated_to"],
         "last_used_at": clock.iso_out(row["last_used_at"]),
+        "suspended_until": clock.iso_out(row["suspended_until"]),
+        "suspended_reason": row["suspended_reason"],
     }
 
 
@@ -180,3 +182,35 @@ def touch(conn: sqlite3.Connection, row: sqlite3.Row, every_seconds: int = 60) -
         return
     _touched[row["id"]] = now
     conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (clock.now_iso(), row["id"]))
+
+
+def suspend_on_cost_spike(conn: sqlite3.Connection, config: dict, key_id: str) -> bool:
+    """Suspend a key from spawning for an hour once its last hour's spend passes
+    security.cost_spike_per_hour; True when it was suspended just now."""
+    now = clock.now()
+    threshold = round(config["security"]["cost_spike_per_hour"] * 1_000_000)
+    spent = conn.execute(
+        "SELECT coalesce(sum(actual_micros), 0) FROM agents WHERE key_id = ?"
+        " AND (status = 'running' OR completed_at >= ?)",
+        (key_id, clock.iso(now - dt.timedelta(hours=1)))).fetchone()[0]
+    if spent <= threshold:
+        return False
+    reason = (f"cost spike: ${spent / 1_000_000:.2f} spent in the last hour, over the"
+              f" ${threshold / 1_000_000:g} limit")
+    suspended = conn.execute(
+        "UPDATE api_keys SET suspended_until = ?, suspended_reason = ? WHERE id = ?"
+        " AND (suspended_until IS NULL OR suspended_until <= ?)",
+        (clock.iso(now + dt.timedelta(hours=1)), reason, key_id, clock.iso(now))).rowcount
+    if suspended:
+        events.emit(conn, "security.violation", {
+            "kind": "cost_spike", "key_id": key_id, "spend_last_hour": spent / 1_000_000,
+            "limit": config["security"]["cost_spike_per_hour"]})
+    return bool(suspended)
+
+
+def unsuspend(conn: sqlite3.Connection, key_id: str) -> dict:
+    """Lift a cost spike suspension."""
+    get_key(conn, key_id)
+    conn.execute("UPDATE api_keys SET suspended_until = NULL, suspended_reason = NULL"
+                 " WHERE id = ?", (key_id,))
+    return public_view(get_key(conn, key_id))

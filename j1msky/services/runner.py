@@ -7,12 +7,12 @@ import queue
 import threading
 import time
 
-from flask import Flask
+from flask import Flask, current_app
 
 from ..config import current as current_config
 from ..db import get_db, transaction
 from ..errors import APIError
-from . import agents, catalog, limits, providers
+from . import agentdata, agents, catalog, limits, providers
 
 log = logging.getLogger(__name__)
 STOP = (-1, -1, None)  # sorts before any agent: workers see it first at shutdown
@@ -98,31 +98,32 @@ def run_agent(agent_id: str, cancel: threading.Event) -> None:
     config = current_config()
     deadline = time.monotonic() + row["timeout"]
     steps = agents.step_plan(config, row["model"], row["team"])
+    key = current_app.extensions["j1msky_data_key"]
+    task = agentdata.open_if(row["encrypted"], key, row["task"])
     try:
-        output = run_steps(conn, config, row, steps, deadline, cancel)
+        output = run_steps(conn, config, row, task, steps, deadline, cancel, key)
     except providers.Cancelled:
         return
     except providers.DeadlineExceeded:
-        agents.finish(conn, agent_id, "failed",
+        agents.finish(conn, agent_id, "failed", data_key=key,
                       error=f"Agent timed out after {row['timeout']:g} seconds")
     except providers.ProviderUnavailable as exc:
-        agents.finish(conn, agent_id, "failed", error=str(exc))
+        agents.finish(conn, agent_id, "failed", error=str(exc), data_key=key)
     except Exception:
         log.exception("agent %s failed unexpectedly", agent_id)
-        agents.finish(conn, agent_id, "failed", error="internal error")
+        agents.finish(conn, agent_id, "failed", error="internal error", data_key=key)
     else:
-        agents.finish(conn, agent_id, "completed", result=output)
+        agents.finish(conn, agent_id, "completed", result=output, data_key=key)
 
 
-def run_steps(conn, config: dict, row, steps: list[dict], deadline: float,
-              cancel: threading.Event) -> str | None:
+def run_steps(conn, config: dict, row, task: str, steps: list[dict], deadline: float,
+              cancel: threading.Event, key) -> str | None:
     """Each step gets the task and the previous step's output; returns the last output."""
     output = None
     for index, step in enumerate(steps):
         if cancel.is_set():
             raise providers.Cancelled()
-        prompt = row["task"] if output is None else \
-            f"Task:\n{row['task']}\n\nPrevious step's output:\n{output}"
+        prompt = task if output is None else f"Task:\n{task}\n\nPrevious step's output:\n{output}"
         model, completion = call_with_fallback(conn, config, step["model"], prompt, step["role"],
                                                deadline, cancel)
         output = completion.text
@@ -134,7 +135,7 @@ def run_steps(conn, config: dict, row, steps: list[dict], deadline: float,
             micros=micros, input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             fallback_from=step["model"] if model != step["model"] else None,
-            simulated=completion.simulated)
+            simulated=completion.simulated, data_key=key)
         if not still_running:
             raise providers.Cancelled()
     return output
