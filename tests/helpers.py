@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -103,3 +104,12 @@ def wait_for(client, key, agent_id: str, statuses=("completed", "failed", "cance
         if agent["status"] in statuses or time.monotonic() > deadline:
             return agent
         time.sleep(0.02)
+
+
+def agent_count(app) -> int:
+    """Agents stored in the app's database (read on a connection of its own)."""
+    conn = sqlite3.connect(app.config["DATABASE"])
+    try:
+        return conn.execute("SELECT count(*) FROM agents").fetchone()[0]
+    finally:
+        conn.close()

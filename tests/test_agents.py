@@ -5,15 +5,7 @@ import sqlite3
 
 import pytest
 
-from tests.helpers import wait_for
-
-
-def agent_count(app) -> int:
-    conn = sqlite3.connect(app.config["DATABASE"])
-    try:
-        return conn.execute("SELECT count(*) FROM agents").fetchone()[0]
-    finally:
-        conn.close()
+from tests.helpers import agent_count, wait_for
 
 
 def test_spawn_runs_to_completion_with_cost_and_result(client, admin, start_runner):

@@ -2,20 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 
 import pytest
 
 from j1msky.db import connection_for
 from j1msky.services import clock, idempotency
-
-
-def agent_count(app) -> int:
-    conn = sqlite3.connect(app.config["DATABASE"])
-    try:
-        return conn.execute("SELECT count(*) FROM agents").fetchone()[0]
-    finally:
-        conn.close()
+from tests.helpers import agent_count
 
 
 def post(client, key, idem, body, path="/api/spawn"):
