@@ -5,6 +5,21 @@ import os
 
 from flask import Flask
 
+from .sdk import (  # noqa: F401 - the Python client: `from j1msky import Agency`
+    Agency,
+    AuthError,
+    CircuitBreaker,
+    CircuitOpenError,
+    Conflict,
+    Gone,
+    J1mskyError,
+    NetworkError,
+    NotFound,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+
 __version__ = "4.0.0"
 
 
@@ -14,7 +29,7 @@ def instance_folder() -> str:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; nothing starts here (see start_background)."""
-    from . import api, auth, db, errors, ratelimit
+    from . import api, auth, db, errors, ipguard, ratelimit
     from .config import ConfigStore
     from .services.crypto import DataKey
     from .services.keys import load_master_secret
@@ -37,6 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_db(app)
     errors.init_app(app)
+    ipguard.init_app(app)  # first: blocked and not-allowed addresses go no further
     ratelimit.init_app(app)  # before auth: the per-IP limit runs first
     auth.init_app(app)
     api.init_app(app)

@@ -10,9 +10,9 @@ import sqlite3
 
 from flask import current_app, g, request
 
-from . import idempotency
+from . import idempotency, ipguard
 from .config import current as current_config
-from .db import get_db
+from .db import get_db, transaction
 from .errors import APIError
 from .services import clock, keys
 
@@ -101,13 +101,30 @@ def purge_signatures(conn: sqlite3.Connection, window_seconds: float) -> int:
 
 def authenticate(scope: str | None, legacy: bool = False) -> sqlite3.Row:
     """Set g.key to the caller's key row if it may use `scope` (None: any valid key)."""
-    row = load_caller(legacy)
-    check_signature(row)
+    try:
+        row = load_caller(legacy)
+        check_signature(row)
+    except APIError as exc:
+        if exc.status == 401 and presented_key(legacy):
+            ipguard.auth_failed()  # a wrong credential; repeated ones block the address
+        raise
     if scope is not None and scope not in row["scopes"].split():
         raise APIError(403, f"API key lacks the '{scope}' scope")
     keys.touch(get_db(), row)
     g.key = row
+    audit_key_use()
     return row
+
+
+def audit_key_use() -> None:
+    """api.key.used, recorded only at the verbose audit level (a write per request)."""
+    from .api.audit import record_request  # the audit blueprint imports this module
+    from .services import audit
+    config = current_config()
+    if audit.wanted(config, "api.key.used", "info"):
+        with transaction(get_db()) as conn:
+            record_request("api.key.used", conn=conn, config=config,
+                           details={"method": request.method, "path": request.path})
 
 
 def require_scope(scope: str | None, legacy: bool = False):

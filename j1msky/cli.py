@@ -1,16 +1,18 @@
-"""The j1msky command: init, keys, serve, purge (built on Flask's CLI)."""
+"""The j1msky command: init, keys, serve, purge, backup (built on Flask's CLI)."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sqlite3
 import sys
+import tempfile
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup
 
-from . import create_app, instance_folder
+from . import create_app, instance_folder, scheduler
 from .config import ConfigError, example_text, load_file
 from .db import get_db, transaction
 from .services import catalog, keys
@@ -170,6 +172,61 @@ def warn_simulated(config: dict) -> None:
         hint = f" Set {', '.join(missing)} to use the real providers." if missing else ""
         click.echo(f"Warning: models {', '.join(simulated)} are served by the built-in simulator"
                    f" (answers say \"simulated\": true).{hint}", err=True)
+
+
+@cli.command()
+def purge():
+    """Run the retention jobs once (what the daily job does)."""
+    removed = scheduler.run_retention()
+    for name, count in removed.items():
+        click.echo(f"{name}: {'failed' if count is None else f'{count} removed'}")
+    failed = [name for name, count in removed.items() if count is None]
+    if failed:
+        fail(f"retention failed for {', '.join(failed)} (see the log)")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, resolve_path=True))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def backup(path, force):
+    """Copy the database to PATH while the service runs, and integrity-check the copy.
+
+    SQLite's online backup copies one consistent snapshot; the service keeps serving and
+    writing meanwhile. master.key and data.key in the instance folder are not in the
+    database: keep copies of them too, or signed keys and encrypted outputs are lost.
+    """
+    database = current_app.config["DATABASE"]
+    if os.path.exists(path) and os.path.samefile(path, database):
+        fail(f"{path} is the live database")
+    if os.path.exists(path) and not force:
+        fail(f"{path} already exists (--force overwrites it)")
+    if not os.path.isdir(os.path.dirname(path)):
+        fail(f"no such folder: {os.path.dirname(path)}")
+    size = backup_database(get_db(), path)
+    click.echo(f"Backed up {database} to {path}: {size} bytes, integrity_check ok")
+
+
+def backup_database(source: sqlite3.Connection, path: str) -> int:
+    """Back source up into a private temp file beside path, check it, then rename it over
+    path, so a failed backup never leaves a partial file; returns the size in bytes."""
+    fd, temp = tempfile.mkstemp(prefix=".j1msky-backup-", suffix=".sqlite3",
+                                dir=os.path.dirname(path))  # 0600: key hashes, agent data
+    os.close(fd)
+    try:
+        copy = sqlite3.connect(temp)
+        try:
+            source.backup(copy)  # all pages in one step: one read snapshot, writers carry on
+            copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal
+            problems = [row[0] for row in copy.execute("PRAGMA integrity_check")]
+        finally:
+            copy.close()
+        if problems != ["ok"]:
+            fail("integrity_check of the copy failed: " + "; ".join(problems[:5]))
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    return os.path.getsize(path)
 
 
 def main() -> None:

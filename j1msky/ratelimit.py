@@ -16,13 +16,14 @@ from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
+from . import ipguard
 from .config import current as current_config
 from .errors import APIError, error_response
 
 
 def client_ip() -> str:
-    """The caller's address; the one place that decides it (trusted proxies belong here)."""
-    return request.remote_addr or "unknown"
+    """The caller's address, as ipguard decides it (trusted proxies, X-Forwarded-For)."""
+    return ipguard.client_ip()
 
 
 def caller() -> str:

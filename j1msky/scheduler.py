@@ -9,8 +9,8 @@ from flask import Flask
 
 from .auth import purge_signatures
 from .config import current as current_config
-from .db import get_db, transaction
-from .services import clock, idempotency, limits
+from .db import checkpoint, get_db, transaction
+from .services import agentdata, audit, clock, idempotency, limits
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +27,21 @@ def in_app(app: Flask, job):
     return run
 
 
-def purge_idempotency_keys() -> None:
+def purge_idempotency_keys() -> int:
     removed = idempotency.purge_expired(get_db())
     log.info("purged %d expired idempotency keys", removed)
+    return removed
 
 
-def purge_old_signatures() -> None:
-    purge_signatures(get_db(), current_config()["security"]["signature_window_seconds"])
+def purge_old_signatures() -> int:
+    return purge_signatures(get_db(), current_config()["security"]["signature_window_seconds"])
 
 
 def reset_provider_windows() -> None:
     limits.reset_windows(get_db())
 
 
-def purge_old_events() -> None:
+def purge_old_events() -> int:
     """Events and finished webhook deliveries older than retention.events_days."""
     days = current_config()["retention"]["events_days"]
     cutoff = clock.iso(clock.now() - dt.timedelta(days=days))
@@ -50,10 +51,55 @@ def purge_old_events() -> None:
         conn.execute("DELETE FROM webhook_deliveries WHERE state != 'pending'"
                      " AND created_at < ?", (cutoff,))
     log.info("purged %d events older than %d days", events, days)
+    return events
+
+
+def purge_audit_log() -> int:
+    """Audit entries older than retention.audit_days."""
+    config = current_config()
+    removed = audit.purge(get_db(), config)
+    log.info("purged %d audit entries older than %d days", removed,
+             config["retention"]["audit_days"])
+    return removed
+
+
+# What `j1msky purge` and the daily job remove: name -> job returning how many rows went.
+def erase_expired_agent_data() -> int:
+    """Task and result of agents past their retention_days (cost records stay)."""
+    conn = get_db()
+    with transaction(conn):
+        erased = agentdata.erase_expired(conn)
+    if erased:
+        checkpoint(conn)
+    return erased
+
+
+RETENTION = {
+    "agent_data": erase_expired_agent_data,
+    "events": purge_old_events,
+    "audit_log": purge_audit_log,
+    "idempotency_keys": purge_idempotency_keys,
+    "signatures": purge_old_signatures,
+}
+
+
+def run_retention() -> dict[str, int | None]:
+    """Run every retention job once (in an app context): the daily job and `j1msky purge`.
+
+    A failing job is logged and reported as None; the others still run.
+    """
+    removed: dict[str, int | None] = {}
+    for name, job in RETENTION.items():
+        try:
+            removed[name] = job()
+        except Exception:
+            log.exception("retention job %s failed", name)
+            removed[name] = None
+    return removed
 
 
 JOBS = [
-    (purge_old_events, {"trigger": "cron", "hour": 3, "minute": 17}),
+    (run_retention, {"trigger": "cron", "hour": 3, "minute": 17}),
     (reset_provider_windows, {"trigger": "cron", "minute": 0, "second": 0}),
     (purge_idempotency_keys, {"trigger": "cron", "minute": 5}),
     (purge_old_signatures, {"trigger": "interval", "minutes": 5}),

@@ -1,7 +1,15 @@
 """Request and response schemas (marshmallow); they also feed the OpenAPI document."""
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    INCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from .services.events import TYPES as EVENT_TYPES
 from .services.keys import SCOPES
@@ -159,3 +167,146 @@ class WebhookCreateRequest(Schema):
 
 class ListLimit(Schema):
     limit = StrictInteger(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+# -- Responses: what the API answers. They validate nothing at run time; they describe
+# the bodies in the OpenAPI document (j1msky/openapi.py), which the tests check against
+# real answers.
+
+AGENT_STATUSES = ("spawning", "running", "completed", "failed", "cancelled")
+
+
+class ResponseSchema(Schema):
+    """A response body; clients should accept fields added in later versions."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class ErrorDetail(ResponseSchema):
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status"})
+    message = fields.String(required=True)
+    request_id = fields.String(required=True, metadata={"description": "As in X-Request-Id"})
+    details = fields.Dict(metadata={"description": "Validation errors: field -> messages"
+                                                   " (nested for list items)"})
+    retry_after = fields.Integer(metadata={"description": "Seconds to wait (429 and 503)"})
+    your_ip = fields.String(metadata={"description": "The address refused (IP refusals)"})
+    successor = fields.String(metadata={"description": "The v4 path to use (v3 410 Gone)"})
+
+
+class ErrorResponse(ResponseSchema):
+    """Every error, on every endpoint."""
+
+    success = fields.Boolean(required=True, validate=validate.Equal(False))
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+class TokenUsage(ResponseSchema):
+    input_tokens = fields.Integer(required=True)
+    output_tokens = fields.Integer(required=True)
+
+
+class AgentView(ResponseSchema):
+    """The agent object (CONTRACT section 5)."""
+
+    agent_id = fields.String(required=True)
+    model = fields.String(required=True)
+    team = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(AGENT_STATUSES))
+    task = fields.String(required=True, allow_none=True,
+                         metadata={"description": "null once erased"})
+    priority = fields.String(required=True, validate=validate.OneOf(PRIORITIES))
+    timeout = fields.Float(required=True, metadata={"description": "Seconds"})
+    created_at = fields.DateTime(required=True)
+    started_at = fields.DateTime(required=True, allow_none=True)
+    completed_at = fields.DateTime(required=True, allow_none=True)
+    result = fields.String(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    estimated_cost = fields.Float(required=True, metadata={"description": "Dollars"})
+    actual_cost = fields.Float(required=True, metadata={"description": "Dollars"})
+    usage = fields.Nested(TokenUsage, required=True)
+    fallback_from = fields.String(required=True, allow_none=True)
+    steps = fields.List(fields.Dict(), required=True, allow_none=True,
+                        metadata={"description": "Teams: each step's model, status, output,"
+                                                 " cost"})
+    simulated = fields.Boolean(required=True)
+    privacy = fields.Dict(required=True, allow_none=True)
+    pii_detected = fields.List(fields.String(), required=True, allow_none=True)
+    encrypted = fields.Boolean(required=True)
+    data_erased_at = fields.DateTime(required=True, allow_none=True)
+
+
+class AgentDetailView(AgentView):
+    """GET /agent/{id}: the agent object plus the documented short names."""
+
+    created = fields.DateTime(required=True)
+    started = fields.DateTime(required=True, allow_none=True)
+    completed = fields.DateTime(required=True, allow_none=True)
+    cost = fields.Float(required=True)
+
+
+class AgentCreated(ResponseSchema):
+    """The answer to a spawn (202 Accepted)."""
+
+    success = fields.Boolean(required=True)
+    agent_id = fields.String(required=True)
+    model = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(AGENT_STATUSES))
+    priority = fields.String(required=True, validate=validate.OneOf(PRIORITIES))
+    timeout = fields.Float(required=True)
+    estimated_cost = fields.Float(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class TeamCreated(AgentCreated):
+    team = fields.String(required=True)
+    models = fields.List(fields.String(), required=True,
+                         metadata={"description": "provider/upstream-model of each step"})
+
+
+class BatchCreated(ResponseSchema):
+    success = fields.Boolean(required=True)
+    count = fields.Integer(required=True)
+    agents = fields.List(fields.Nested(AgentCreated), required=True)
+
+
+class AgentCancelled(ResponseSchema):
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    agent_id = fields.String(required=True)
+    status = fields.String(required=True)
+    refund = fields.Float(required=True, metadata={"description": "Dollars released"})
+
+
+class Pagination(ResponseSchema):
+    """Offset pages carry total/offset/next_offset/previous_offset/next_cursor; cursor
+    pages carry cursor (and total, except the event feed)."""
+
+    limit = fields.Integer(required=True)
+    has_more = fields.Boolean(required=True)
+    total = fields.Integer(allow_none=True)
+    offset = fields.Integer()
+    next_offset = fields.Integer(allow_none=True)
+    previous_offset = fields.Integer(allow_none=True)
+    next_cursor = fields.String(allow_none=True)
+    cursor = fields.String(allow_none=True)
+
+
+class PageLinks(ResponseSchema):
+    self = fields.String(required=True)
+    next = fields.String(required=True, allow_none=True)
+    prev = fields.String(required=True, allow_none=True)
+    first = fields.String(required=True, allow_none=True)
+    last = fields.String(required=True, allow_none=True)
+
+
+class AgentTotals(ResponseSchema):
+    total_cost = fields.Float(required=True, metadata={"description": "Dollars, whole filter"})
+    by_model = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+class AgentPage(ResponseSchema):
+    data = fields.List(fields.Nested(AgentView), required=True)
+    pagination = fields.Nested(Pagination, required=True)
+    links = fields.Nested(PageLinks, required=True)
+    meta = fields.Nested(AgentTotals, required=True)

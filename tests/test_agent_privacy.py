@@ -10,6 +10,7 @@ import sqlite3
 
 import pytest
 
+from j1msky.cli import cli
 from j1msky.db import connection_for, transaction
 from j1msky.services import agentdata, clock
 from tests.helpers import configure, wait_for
@@ -97,15 +98,15 @@ def test_data_key_can_come_from_the_environment(app, monkeypatch):
 
 
 def test_retention_erases_task_and_result_after_the_days_keeping_cost(client, app, admin,
-                                                                      start_runner):
+                                                                      start_runner, cli_runner):
     start_runner()
     short = wait_for(client, admin, spawn(client, admin, retention_days=1))
     default = wait_for(client, admin, spawn(client, admin))
     later = clock.now() + dt.timedelta(hours=24, seconds=5)
     clock.set_clock(lambda: later)
-    conn = connection_for(app.config["DATABASE"])
-    with transaction(conn):
-        assert agentdata.erase_expired(conn) == 1
+    result = cli_runner.invoke(cli, ["purge"])  # what the daily job runs
+    assert result.exit_code == 0, result.output
+    assert "agent_data: 1" in result.output
     erased = client.get(f"/api/agent/{short['agent_id']}", headers=admin.headers).json
     assert erased["task"] is None and erased["result"] is None
     assert erased["cost"] == short["cost"] and erased["data_erased_at"]
@@ -114,6 +115,7 @@ def test_retention_erases_task_and_result_after_the_days_keeping_cost(client, ap
     for data in events_for(app, short["agent_id"]):
         assert data["task"] is None and data["result"] is None
     clock.set_clock(lambda: later + dt.timedelta(days=30))
+    conn = connection_for(app.config["DATABASE"])
     with transaction(conn):
         assert agentdata.erase_expired(conn) == 1  # the default 30 days
 

@@ -222,3 +222,22 @@ def test_key_revocation_is_an_event_delivered_to_subscribers(client, hooks_app, 
 def test_webhooks_need_admin_write(client, keys):
     key = keys.make("agents:read", "agents:write", "billing:read")
     assert client.get("/api/webhooks", headers=key.headers).status_code == 403
+
+
+def test_a_long_backlog_at_a_hanging_receiver_does_not_starve_the_others(
+        client, hooks_app, admin, webhook_receiver, start_dispatcher):
+    slow = register(client, admin, webhook_receiver.url + "/slow")
+    fast = register(client, admin, webhook_receiver.url + "/fast")
+    webhook_receiver.set("/slow", hang=True)
+    conn = sqlite3.connect(hooks_app.config["DATABASE"])
+    conn.executemany(
+        "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, state,"
+        " next_attempt_at, created_at) VALUES (?, 'webhook.test', '{}', 'pending', ?, ?)",
+        [(slow["id"], "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z")] * 800)
+    conn.commit()
+    conn.close()
+    start_dispatcher()
+    webhook_receiver.wait_for(1, path="/slow")
+    client.post(f"/api/webhooks/{fast['id']}/test", headers=admin.headers)
+    webhook_receiver.wait_for(1, path="/fast", timeout=3)
+    webhook_receiver.set("/slow", hang=False)

@@ -3,13 +3,28 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import agents, billing, events, health, keys, legacy, orchestrator, teams, webhooks
+from .. import metrics
+from . import (
+    agents,
+    audit,
+    billing,
+    events,
+    health,
+    keys,
+    legacy,
+    orchestrator,
+    security,
+    system,
+    teams,
+    webhooks,
+)
 
 blueprints = [health.bp, keys.bp, agents.bp, teams.bp, orchestrator.bp,
-              billing.bp, webhooks.bp, events.bp]
+              billing.bp, webhooks.bp, events.bp, audit.bp, security.bp, system.bp]
 
 
 def init_app(app: Flask) -> None:
+    metrics.init_app(app)  # the registry /metrics serves and the HTTP request counter
     for bp in blueprints:
         app.register_blueprint(bp, url_prefix="/api")
         app.register_blueprint(bp, url_prefix="/api/v4", name=f"v4_{bp.name}")

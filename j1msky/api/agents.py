@@ -10,8 +10,9 @@ from ..config import current as current_config
 from ..db import after_commit, checkpoint, get_db, transaction
 from ..errors import APIError
 from ..schemas import SpawnBatchRequest, SpawnRequest
-from ..services import agentdata, agents, budget, catalog, clock, routing
+from ..services import agentdata, agents, budget, catalog, clock, privacy, routing
 from ..services.pagination import Field, build_page, parse_list_args
+from .audit import record_request
 from .common import data_key, json_body
 
 bp = Blueprint("agents", __name__)
@@ -55,6 +56,15 @@ def prepare(config: dict, req: dict) -> dict:
 
 def admit(conn, config: dict, req: dict):
     row = agents.insert(conn, config, g.key, req, data_key())
+    options = agents.options_of(row)
+    details = {"model": row["model"], "team": row["team"],
+               "estimated_cost": agents.dollars(row["estimated_micros"])}
+    if not row["encrypted"]:
+        details["task_preview"] = privacy.preview(req["task"]) if options.get(
+            "mask_pii_in_logs") else req["task"][:80]
+    record_request("agent.spawn", conn=conn, config=config, details=details,
+                   resource={"type": "agent", "id": row["agent_id"]},
+                   mask_pii=bool(options.get("mask_pii_in_logs")))
     submit_after_commit(conn, row)
     return row
 

@@ -41,3 +41,4 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_time ON audit_log (timestamp);
 CREATE INDEX audit_event ON audit_log (event, id);
 CREATE INDEX audit_key ON audit_log (api_key_id, id);
+CREATE INDEX audit_resource ON audit_log (resource_id);

@@ -7,9 +7,10 @@ import random
 import sqlite3
 import time
 
+from .. import metrics
 from ..db import transaction
 from ..errors import APIError
-from . import agentdata, budget, catalog, clock, events, keys, limits, privacy
+from . import agentdata, audit, budget, catalog, clock, events, keys, limits, privacy
 from .crypto import DataKey
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
@@ -122,6 +123,7 @@ def emit(conn: sqlite3.Connection, event_type: str, agent_id: str) -> sqlite3.Ro
     """Record an agent event from its current row; returns the row."""
     row = get(conn, agent_id)
     events.emit(conn, event_type, event_data(row))
+    metrics.agent_event(conn, event_type, row)
     return row
 
 
@@ -221,7 +223,9 @@ def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str 
             (status, agentdata.seal_if(row["encrypted"], data_key, result), error,
              clock.now_iso(), pii, agent_id)).rowcount == 1
         if done:
-            release(conn, emit(conn, f"agent.{status}", agent_id))
+            finished = emit(conn, f"agent.{status}", agent_id)
+            release(conn, finished)
+            audit_finish(conn, finished)
         return done
 
 
@@ -244,8 +248,23 @@ def interrupt_running(conn: sqlite3.Connection, reason: str) -> list[str]:
     for agent_id in ids:
         conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
                      " WHERE agent_id = ?", (reason, clock.now_iso(), agent_id))
-        release(conn, emit(conn, "agent.failed", agent_id))
+        failed = emit(conn, "agent.failed", agent_id)
+        release(conn, failed)
+        audit_finish(conn, failed)
     return ids
+
+
+def audit_finish(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """agent.complete / agent.fail in the audit log (never the task or result)."""
+    from ..config import current
+    event, severity = ("agent.complete", "info") if row["status"] == "completed" \
+        else ("agent.fail", "warning")
+    audit.record(conn, current(), event, severity=severity, api_key_id=row["key_id"],
+                 resource={"type": "agent", "id": row["agent_id"]},
+                 details={"model": row["model"], "team": row["team"], "error": row["error"],
+                          "cost": dollars(row["actual_micros"]),
+                          "fallback_from": row["fallback_from"]},
+                 mask_pii=bool(options_of(row).get("mask_pii_in_logs")))
 
 
 def waiting(conn: sqlite3.Connection) -> list[sqlite3.Row]:

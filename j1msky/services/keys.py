@@ -12,7 +12,7 @@ import time
 
 from ..db import after_commit
 from ..errors import APIError
-from . import clock, events
+from . import audit, clock, events
 
 SCOPES = ("agents:read", "agents:write", "billing:read", "admin:write")
 ENVIRONMENTS = ("live", "staging", "dev")
@@ -202,9 +202,12 @@ def suspend_on_cost_spike(conn: sqlite3.Connection, config: dict, key_id: str) -
         " AND (suspended_until IS NULL OR suspended_until <= ?)",
         (clock.iso(now + dt.timedelta(hours=1)), reason, key_id, clock.iso(now))).rowcount
     if suspended:
-        events.emit(conn, "security.violation", {
-            "kind": "cost_spike", "key_id": key_id, "spend_last_hour": spent / 1_000_000,
-            "limit": config["security"]["cost_spike_per_hour"]})
+        details = {"kind": "cost_spike", "key_id": key_id, "spend_last_hour": spent / 1_000_000,
+                   "limit": config["security"]["cost_spike_per_hour"]}
+        events.emit(conn, "security.violation", details)
+        audit.record(conn, config, "security.violation", severity="critical",
+                     api_key_id=key_id, resource={"type": "api_key", "id": key_id},
+                     details=details)
     return bool(suspended)
 
 

@@ -9,6 +9,7 @@ import time
 
 from flask import Flask, current_app
 
+from .. import metrics
 from ..config import current as current_config
 from ..db import get_db, transaction
 from ..errors import APIError
@@ -160,6 +161,7 @@ def call_with_fallback(conn, config: dict, model: str, prompt: str, system: str 
         def count_call(provider=route.provider_name, hourly=hourly):
             if not limits.try_count_call(conn, provider, hourly):
                 raise providers.ProviderUnavailable(f"{provider}: hourly limit of {hourly} reached")
+            metrics.provider_call(provider)
         try:
             completion = providers.complete(
                 route.provider, route.provider_name, route.upstream, prompt, system=system,

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .. import metrics
 from ..config import current as current_config
 from ..db import get_db, transaction
 from ..errors import APIError
@@ -33,6 +34,16 @@ log = logging.getLogger(__name__)
 SECRET_PURPOSE = "webhook-secrets"
 TEST_EVENT = "webhook.test"
 wake = threading.Event()  # set after an event commits: deliver it now, not at the next poll
+
+
+_local = threading.local()
+
+
+def session() -> requests.Session:
+    """This sending thread's Session: connections to a receiver are kept alive."""
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+    return _local.session
 
 
 class Refused(Exception):
@@ -177,10 +188,13 @@ class Dispatcher:
             wake.clear()
 
     def dispatch_due(self) -> None:
+        # The oldest due delivery of each webhook: a receiver with a long backlog must not
+        # fill the pass and starve the others.
         due = get_db().execute(
-            "SELECT id, webhook_id FROM webhook_deliveries WHERE state = 'pending'"
-            " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 500",
-            (clock.now_iso(),)).fetchall()
+            "SELECT id, webhook_id FROM (SELECT id, webhook_id, row_number() OVER ("
+            " PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS position"
+            " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ?)"
+            " WHERE position = 1", (clock.now_iso(),)).fetchall()
         for delivery_id, webhook_id in due:
             with self.lock:
                 if webhook_id in self.in_flight:
@@ -232,8 +246,8 @@ def post(url: str, secret: str, msg_id: str, body: str,
                "webhook-signature": signature(secret, msg_id, timestamp, body)}
     timeout = config["webhooks"]["timeout_seconds"]
     try:
-        response = requests.post(url, data=body.encode(), headers=headers, timeout=timeout,
-                                 allow_redirects=False)
+        response = session().post(url, data=body.encode(), headers=headers, timeout=timeout,
+                                  allow_redirects=False)
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {str(exc)[:200]}"
     return response.status_code, None if 200 <= response.status_code < 300 else \
@@ -253,18 +267,22 @@ def record(conn: sqlite3.Connection, config: dict, row: sqlite3.Row, status: int
         if error is None:
             conn.execute("UPDATE webhook_deliveries SET state = 'delivered', attempts = ?,"
                          " delivered_at = ? WHERE id = ?", (attempts, clock.iso(now), row["id"]))
+            metrics.webhook_delivery(conn, "delivered")
         elif status == 410:
             disable(conn, row["webhook_id"], "receiver answered 410 Gone")
             conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
                          " WHERE id = ?", (attempts, row["id"]))
+            metrics.webhook_delivery(conn, "disabled")
         elif attempts > len(schedule):
             conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
                          " WHERE id = ?", (attempts, row["id"]))
+            metrics.webhook_delivery(conn, "failed")
         else:
             delay = schedule[attempts - 1] * random.uniform(0.8, 1.2)
             conn.execute("UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?"
                          " WHERE id = ?",
                          (attempts, clock.iso(now + dt.timedelta(seconds=delay)), row["id"]))
+            metrics.webhook_delivery(conn, "retry")
 
 
 def disable(conn: sqlite3.Connection, webhook_id: str, reason: str) -> None:

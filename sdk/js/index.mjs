@@ -1,0 +1,24 @@
+// ESM entry point: import { Agency } from 'j1msky-sdk'. The same objects as require().
+import pkg from './index.cjs';
+
+export const {
+  VERSION,
+  FINISHED,
+  Agency,
+  Agent,
+  Result,
+  Webhooks,
+  Keys,
+  J1mskyError,
+  ValidationError,
+  AuthError,
+  NotFound,
+  Conflict,
+  RateLimitError,
+  ServerError,
+  NetworkError,
+  WaitTimeoutError,
+  signRequest,
+} = pkg;
+
+export default pkg;
