@@ -8,6 +8,7 @@ from . import (
     agents,
     audit,
     billing,
+    docs,
     events,
     health,
     keys,
@@ -20,7 +21,8 @@ from . import (
 )
 
 blueprints = [health.bp, keys.bp, agents.bp, teams.bp, orchestrator.bp,
-              billing.bp, webhooks.bp, events.bp, audit.bp, security.bp, system.bp]
+              billing.bp, webhooks.bp, events.bp, audit.bp, security.bp, system.bp,
+              docs.bp]
 
 
 def init_app(app: Flask) -> None:

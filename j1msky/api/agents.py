@@ -191,7 +191,9 @@ def erase_agent_data(agent_id: str):
         if row["status"] in agents.ACTIVE:
             raise APIError(409, f"Agent is {row['status']}: cancel it before erasing its data")
         agentdata.erase(conn, [agent_id])
-    checkpoint(get_db())
+        # After the outermost commit: under an Idempotency-Key this transaction is nested
+        # in the request's, and a checkpoint inside an open transaction fails (locked).
+        after_commit(conn, lambda: checkpoint(conn))
     return {"success": True, "message": "Agent data erased", "agent_id": agent_id}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from email.utils import format_datetime
+from urllib.parse import quote
 
 from flask import Blueprint, request
 
@@ -27,7 +28,9 @@ def sunset() -> dt.datetime:
 def successor() -> str:
     path = SUCCESSORS.get(request.endpoint.rsplit(".", 1)[-1] if request.endpoint else "",
                           "/api/v4/spawn")
-    return path.replace("{id}", request.args.get("agent_id") or "{agent_id}")
+    agent_id = request.args.get("agent_id")
+    # Percent-encoded: it goes into a URL and the Link header (a raw newline would be a 500).
+    return path.replace("{id}", quote(agent_id, safe="") if agent_id else "{agent_id}")
 
 
 @bp.before_request

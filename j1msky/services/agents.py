@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
+import secrets
 import sqlite3
 import time
 
@@ -27,7 +27,7 @@ def seconds(value: float) -> int | float:
 
 
 def new_agent_id() -> str:
-    return f"subagent_{int(time.time())}_{random.randrange(10**6):06d}"
+    return f"subagent_{int(time.time())}_{secrets.randbelow(10**6):06d}"
 
 
 def estimate_tokens(text: str) -> int:

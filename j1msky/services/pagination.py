@@ -281,9 +281,10 @@ def _coerce(value: Any, fld: Field, where: str) -> Any:
         raise _fail(where, f"{where} must be a number")
     if fld.kind == "int" and not isinstance(value, int):
         raise _fail(where, f"{where} must be an integer")
-    number = round(value * 1_000_000) if fld.kind == "money" else value
-    if abs(number) >= INT64:
+    # Checked before rounding: a huge money value times 10**6 is inf, which round() refuses.
+    if abs(value) * (1_000_000 if fld.kind == "money" else 1) >= INT64:
         raise _fail(where, f"{where} is out of range")
+    number = round(value * 1_000_000) if fld.kind == "money" else value
     return float(number) if fld.kind == "float" else number
 
 
