@@ -62,7 +62,7 @@ class LiveServer:
             try:
                 requests.get(self.url + "/api/health", timeout=1, verify=verify)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         raise AssertionError(f"serve did not answer in {wait}s:\n{self.log()}")
 
