@@ -189,10 +189,14 @@ def suspend_on_cost_spike(conn: sqlite3.Connection, config: dict, key_id: str) -
     security.cost_spike_per_hour; True when it was suspended just now."""
     now = clock.now()
     threshold = round(config["security"]["cost_spike_per_hour"] * 1_000_000)
+    # Two index searches (key_status, key_completed) rather than one OR that scans
+    # every agent the key ever ran.
     spent = conn.execute(
-        "SELECT coalesce(sum(actual_micros), 0) FROM agents WHERE key_id = ?"
-        " AND (status = 'running' OR completed_at >= ?)",
-        (key_id, clock.iso(now - dt.timedelta(hours=1)))).fetchone()[0]
+        "SELECT (SELECT coalesce(sum(actual_micros), 0) FROM agents"
+        "        WHERE key_id = :key AND status = 'running')"
+        "     + (SELECT coalesce(sum(actual_micros), 0) FROM agents"
+        "        WHERE key_id = :key AND completed_at >= :since)",
+        {"key": key_id, "since": clock.iso(now - dt.timedelta(hours=1))}).fetchone()[0]
     if spent <= threshold:
         return False
     reason = (f"cost spike: ${spent / 1_000_000:.2f} spent in the last hour, over the"
