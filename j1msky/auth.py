@@ -118,9 +118,11 @@ def authenticate(scope: str | None, legacy: bool = False) -> sqlite3.Row:
 
 def audit_key_use() -> None:
     """api.key.used, recorded only at the verbose audit level (a write per request)."""
+    config = current_config()
+    if config["audit"]["log_level"] != "verbose":  # the only level that records key use
+        return
     from .api.audit import record_request  # the audit blueprint imports this module
     from .services import audit
-    config = current_config()
     if audit.wanted(config, "api.key.used", "info"):
         with transaction(get_db()) as conn:
             record_request("api.key.used", conn=conn, config=config,

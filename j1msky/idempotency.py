@@ -16,8 +16,10 @@ def full_path() -> str:
 
 def run(view, *args, **kwargs):
     """Call a write view under the request's Idempotency-Key, if it sent one."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return view(*args, **kwargs)
     header = request.headers.get("Idempotency-Key")
-    if header is None or request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+    if header is None:
         return view(*args, **kwargs)
     idem_key = idempotency.parse_header(header)
     key_id = g.key["id"]
