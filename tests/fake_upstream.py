@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
+import sys
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (for benchmarks): make `tests` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.local_server import LocalServer  # noqa: E402
 
 PROTOCOLS = ("anthropic", "openai")
 PATHS = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai"}
@@ -60,50 +66,14 @@ def count_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-class FakeUpstream:
+class FakeUpstream(LocalServer):
     """Threaded fake of both upstream APIs, with knobs and a request log."""
 
+    NAME = "fake-upstream"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._address = (host, port)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port)
         self.reset()
-
-    # lifecycle -------------------------------------------------------------
-    def start(self) -> Self:
-        """Bind and serve in a daemon thread."""
-        self._stopping.clear()
-        self._server = ThreadingHTTPServer(self._address, _Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # hung handlers must not block stop()
-        self._server.upstream = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="fake-upstream", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Release hung requests and shut the server down."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:PORT (no trailing slash)."""
-        assert self._server is not None, "FakeUpstream not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # knobs and log ---------------------------------------------------------
     def set(self, protocol: str | None = None, **knobs: Any) -> None:
@@ -179,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """Dispatch to the protocol named by the path."""
-        upstream: FakeUpstream = self.server.upstream  # type: ignore[attr-defined]
+        upstream: FakeUpstream = self.server.owner  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         protocol = PATHS.get(path)
@@ -298,6 +268,9 @@ def _reply(body: dict, knobs: dict, extra: str = "") -> tuple[str, int, int]:
     n_out = knobs["output_tokens"]
     return (text, count_tokens(extra + prompt) if n_in is None else n_in,
             count_tokens(text) if n_out is None else n_out)
+
+
+FakeUpstream.HANDLER = _Handler
 
 
 def main() -> None:

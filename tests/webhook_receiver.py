@@ -19,11 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+
+from tests.local_server import LocalServer
 
 SECRET_PREFIX = "whsec_"
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -89,55 +91,19 @@ def verify(secret: str | bytes | None, body: bytes, headers: dict[str, str]) -> 
 
 
 # the receiver ----------------------------------------------------------------
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     """Threaded webhook receiver with per-path secrets, knobs and a delivery log."""
+
+    NAME = "webhook-receiver"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  secret: str | bytes | None = None, strict: bool = False) -> None:
-        self._address = (host, port)
-        self._lock = threading.Lock()
+        super().__init__(host, port)
         self._arrived = threading.Condition(self._lock)
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._default_secret = secret
         self._default_strict = strict
         self._secrets: dict[str, str | bytes | None] = {}
         self.reset()
-
-    # lifecycle -------------------------------------------------------------
-    def start(self) -> Self:
-        """Bind and serve in a daemon thread."""
-        self._stopping.clear()
-        self._server = ThreadingHTTPServer(self._address, _Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # hung handlers must not block stop()
-        self._server.receiver = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="webhook-receiver", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Release hung requests (unanswered) and shut the server down."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:PORT (no trailing slash)."""
-        assert self._server is not None, "WebhookReceiver not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # configuration ---------------------------------------------------------
     def expect_secret(self, path: str | None, secret: str | bytes | None) -> None:
@@ -283,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """Record, verify, then answer as the path's knobs say."""
-        receiver: WebhookReceiver = self.server.receiver  # type: ignore[attr-defined]
+        receiver: WebhookReceiver = self.server.owner  # type: ignore[attr-defined]
         path, _, query = self.path.partition("?")
         body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -330,6 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+
+WebhookReceiver.HANDLER = _Handler
 
 
 @pytest.fixture
