@@ -43,15 +43,11 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import http.client
 import json
 import os
 import random
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,7 +56,8 @@ import urllib.parse
 import uuid
 import zoneinfo
 
-import psutil
+import harness
+from harness import Server, free_port, j1msky_command, setup_instance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT_THREADS = 4
@@ -82,52 +79,6 @@ IN_FLIGHT = "/api/agents?" + urllib.parse.urlencode({
 
 
 # --------------------------------------------------------------------------- setup
-
-def bench_config() -> dict:
-    """tests/helpers.config_for_tests, plus limits high enough not to refuse the benchmark."""
-    return {
-        "environment": "live",
-        "providers": {
-            "anthropic": {"kind": "simulated", "hourly": 1_000_000, "delay": 0},
-            "kimi-coding": {"kind": "simulated", "hourly": 1_000_000, "delay": 0},
-        },
-        "provider_calls": {"retries": 2, "backoff_base": 0.01, "backoff_max": 0.05,
-                           "simulated_delay": 0},
-        "agents": {"workers": 4, "shutdown_grace_seconds": 2,
-                   "max_concurrent_per_key": 100_000},
-        "budget": {"daily": 1_000_000, "monthly_ceiling": 30_000_000},
-        "rate_limits": {"spawn": "1000000/hour", "agent": "1000000/hour",
-                        "agents": "1000000/hour", "system": "1000000/hour",
-                        "per_ip": "1000000/minute"},
-        "legacy_v3": {"sunset": "2099-01-01"},
-    }
-
-
-def j1msky_command() -> list[str]:
-    """The installed console script beside this interpreter, as a user runs it."""
-    script = os.path.join(os.path.dirname(sys.executable), "j1msky")
-    return [script] if os.path.exists(script) else [shutil.which("j1msky") or "j1msky"]
-
-
-def run_cli(env: dict, *args: str) -> str:
-    result = subprocess.run([*j1msky_command(), *args], env=env, capture_output=True,
-                            text=True, timeout=120)
-    if result.returncode != 0:
-        raise RuntimeError(f"j1msky {' '.join(args)} failed ({result.returncode}):\n"
-                           f"{result.stdout}{result.stderr}")
-    return result.stdout
-
-
-def setup_instance(instance: str) -> tuple[dict, dict]:
-    """config.json, `j1msky init`, a bench key; returns (env, {key_id, key})."""
-    with open(os.path.join(instance, "config.json"), "w", encoding="utf-8") as fh:
-        json.dump(bench_config(), fh, indent=2)
-    env = {**os.environ, "J1MSKY_INSTANCE": instance}
-    run_cli(env, "init")
-    out = run_cli(env, "keys", "create", "--name", "bench", "--scope", "agents:read",
-                  "--scope", "agents:write", "--json")
-    return env, json.loads(out.strip().splitlines()[-1])
-
 
 TEAMS = {"team_coding": ["k2p5", "sonnet"], "team_creative": ["sonnet", "opus"],
          "team_research": ["k2p5", "sonnet", "opus"], "team_business": ["sonnet", "opus"]}
@@ -243,107 +194,14 @@ def seed(db_path: str, n: int, key_id: str, config: dict, taken: set[str],
     return new_ids
 
 
-# --------------------------------------------------------------------------- servers
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A gunicorn server in its own process group, output to a log file."""
-
-    def __init__(self, name: str, command: list[str], env: dict, log_path: str, port: int):
-        self.name, self.command, self.env = name, command, env
-        self.log_path, self.port = log_path, port
-        self.process: subprocess.Popen | None = None
-
-    def start(self, probe: str, headers: dict | None = None, wait: float = 60) -> float:
-        """Start and wait until `probe` answers (any HTTP status); return seconds taken."""
-        began = time.perf_counter()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", probe, headers=headers or {})
-                conn.getresponse().read()
-                conn.close()
-                return time.perf_counter() - began
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer in {wait}s:\n{self.log_tail()}")
-
-    def worker_rss_mb(self) -> float | None:
-        """RSS of the gunicorn worker (the child of the arbiter we started)."""
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-            if not children:
-                return None
-            return max(c.memory_info().rss for c in children) / 2**20
-        except (psutil.Error, AttributeError):
-            return None
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the process group we started; SIGKILL it after the timeout."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:])
-        except OSError:
-            return ""
-
-
 # --------------------------------------------------------------------------- clients
 
-class Client:
-    """One keep-alive HTTP/1.1 connection; reconnects (and retries once) when the server closed it."""
-
-    def __init__(self, port: int, headers: dict | None = None):
-        self.port, self.headers, self.conn = port, headers or {}, None
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, bytes]:
-        all_headers = {**self.headers, **(headers or {})}
-        for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                self.conn.request(method, path, body=body, headers=all_headers)
-                response = self.conn.getresponse()
-                data = response.read()
-                if response.will_close:
-                    self.close()
-                return response.status, data
-            except (http.client.RemoteDisconnected, http.client.CannotSendRequest,
-                    ConnectionResetError, BrokenPipeError):
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+class Client(harness.Client):
+    """harness.Client with a GET that decodes JSON."""
 
     def get_json(self, path: str) -> tuple[int, dict]:
         status, data = self.request("GET", path)
         return status, json.loads(data) if data else {}
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
 
 
 class Load:
@@ -658,24 +516,6 @@ def non_2xx(statuses: collections.Counter) -> dict:
     return {str(k): v for k, v in statuses.items() if not (isinstance(k, int) and k < 300)}
 
 
-def log_problems(path: str) -> dict:
-    """Count tracebacks and 4xx/5xx access-log lines in a server log."""
-    counts = collections.Counter()
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Traceback"):
-                    counts["tracebacks"] += 1
-                parts = line.split('" ')
-                if len(parts) > 1 and parts[-1][:3].isdigit():
-                    code = parts[-1][:3]
-                    if code[0] in "45":
-                        counts[code] += 1
-    except OSError:
-        pass
-    return dict(counts)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark the J1MSKY HTTP API (see the docstring).")
     parser.add_argument("--agents", type=int, default=100_000, help="agents seeded (default 100000)")
@@ -702,7 +542,9 @@ def main() -> int:
           f"cpus={os.cpu_count()}", flush=True)
     try:
         t = time.perf_counter()
-        env, key = setup_instance(instance)
+        # The tests' config, limits high enough not to refuse the benchmark.
+        env, key = setup_instance(instance, harness.config(), "bench",
+                                  ("agents:read", "agents:write"))
         setup_s = time.perf_counter() - t
         db_path = os.path.join(instance, "j1msky.sqlite3")
         from j1msky.config import load_file
@@ -862,7 +704,7 @@ def main() -> int:
         errors["status"] = non_2xx(status_seq.statuses)
         errors["recommend-model"] = non_2xx(recommend_seq.statuses)
         errors = {k: v for k, v in errors.items() if v}
-        problems = log_problems(serve.log_path)
+        problems = harness.log_problems(serve.log_path)
         print(f"errors                    non-2xx responses: {errors or 'none'};  serve log: "
               f"{problems or 'no tracebacks, no 4xx/5xx'}", flush=True)
 

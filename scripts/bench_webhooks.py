@@ -54,15 +54,12 @@ import argparse
 import base64
 import collections
 import datetime as dt
-import http.client
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -73,6 +70,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import harness  # noqa: E402
+from harness import Server, free_port, j1msky_command, setup_instance  # noqa: E402
 
 from tests.webhook_receiver import WebhookReceiver, verify  # noqa: E402
 
@@ -88,137 +88,23 @@ TIMEOUT_SECONDS = 2
 def bench_config() -> dict:
     """tests/helpers.config_for_tests, limits high enough not to refuse anything, and
     webhooks to local receivers with short retries."""
-    return {
-        "environment": "live",
-        "providers": {
-            "anthropic": {"kind": "simulated", "hourly": 1_000_000, "delay": 0},
-            "kimi-coding": {"kind": "simulated", "hourly": 1_000_000, "delay": 0},
-        },
-        "provider_calls": {"retries": 2, "backoff_base": 0.01, "backoff_max": 0.05,
-                           "simulated_delay": 0},
-        "agents": {"workers": 4, "shutdown_grace_seconds": 2,
-                   "max_concurrent_per_key": 100_000},
-        "budget": {"daily": 1_000_000, "monthly_ceiling": 30_000_000},
-        "rate_limits": {"spawn": "1000000/hour", "agent": "1000000/hour",
-                        "agents": "1000000/hour", "system": "1000000/hour",
-                        "per_ip": "1000000/minute"},
-        "security": {"cost_spike_per_hour": 1_000_000},
-        "webhooks": {"allowed_networks": ["127.0.0.0/8"], "retry_schedule_seconds": [1, 2, 5],
-                     "timeout_seconds": TIMEOUT_SECONDS},
-        "legacy_v3": {"sunset": "2099-01-01"},
-    }
+    return harness.config(
+        security={"cost_spike_per_hour": 1_000_000},
+        webhooks={"allowed_networks": ["127.0.0.0/8"], "retry_schedule_seconds": [1, 2, 5],
+                  "timeout_seconds": TIMEOUT_SECONDS})
 
 
-def j1msky_command() -> list[str]:
-    """The installed console script beside this interpreter, as a user runs it."""
-    script = os.path.join(os.path.dirname(sys.executable), "j1msky")
-    return [script] if os.path.exists(script) else [shutil.which("j1msky") or "j1msky"]
-
-
-def run_cli(env: dict, *args: str) -> str:
-    result = subprocess.run([*j1msky_command(), *args], env=env, capture_output=True,
-                            text=True, timeout=120)
-    if result.returncode != 0:
-        raise RuntimeError(f"j1msky {' '.join(args)} failed ({result.returncode}):\n"
-                           f"{result.stdout}{result.stderr}")
-    return result.stdout
-
-
-def setup_instance(instance: str) -> tuple[dict, dict]:
-    """config.json, `j1msky init`, a bench key; returns (env, {key_id, key})."""
-    with open(os.path.join(instance, "config.json"), "w", encoding="utf-8") as fh:
-        json.dump(bench_config(), fh, indent=2)
-    env = {**os.environ, "J1MSKY_INSTANCE": instance}
-    run_cli(env, "init")
-    out = run_cli(env, "keys", "create", "--name", "bench-webhooks", "--scope", "agents:read",
-                  "--scope", "agents:write", "--scope", "admin:write", "--json")
-    return env, json.loads(out.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`j1msky serve` in its own process group, output to a log file."""
-
-    def __init__(self, command: list[str], env: dict, log_path: str, port: int):
-        self.command, self.env, self.log_path, self.port = command, env, log_path, port
-        self.process: subprocess.Popen | None = None
-
-    def start(self, headers: dict, wait: float = 60) -> float:
-        began = time.perf_counter()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited early:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/api/health", headers=headers)
-                conn.getresponse().read()
-                conn.close()
-                return time.perf_counter() - began
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"serve did not answer in {wait}s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the process group we started; SIGKILL it after the timeout."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:])
-        except OSError:
-            return ""
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection to the service; reconnects once if closed."""
-
-    def __init__(self, port: int, headers: dict):
-        self.port, self.headers, self.conn = port, headers, None
+class Client(harness.Client):
+    """harness.Client sending and answering JSON."""
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {**self.headers, **({"Content-Type": "application/json"} if data else {})}
-        for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                self.conn.request(method, path, body=data, headers=headers)
-                response = self.conn.getresponse()
-                raw = response.read()
-                if response.will_close:
-                    self.close()
-                try:
-                    return response.status, json.loads(raw) if raw else {}
-                except ValueError:
-                    return response.status, {"raw": raw[:300].decode(errors="replace")}
-            except (http.client.RemoteDisconnected, http.client.CannotSendRequest,
-                    ConnectionResetError, BrokenPipeError):
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        status, raw = super().request(
+            method, path, data, {"Content-Type": "application/json"} if data else None)
+        try:
+            return status, json.loads(raw) if raw else {}
+        except ValueError:
+            return status, {"raw": raw[:300].decode(errors="replace")}
 
 
 # --------------------------------------------------------------------------- receiver
@@ -598,15 +484,16 @@ def main() -> int:
           f"{SERVER_THREADS}  cpus={os.cpu_count()}", flush=True)
     try:
         t = time.perf_counter()
-        env, key = setup_instance(instance)
+        env, key = setup_instance(instance, bench_config(), "bench-webhooks",
+                                  ("agents:read", "agents:write", "admin:write"))
         setup_s = time.perf_counter() - t
         db_path = os.path.join(instance, "j1msky.sqlite3")
         port = free_port()
-        server = Server([*j1msky_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
-                         "--threads", str(SERVER_THREADS)], env,
-                        os.path.join(instance, "serve.log"), port)
+        server = Server("serve", [*j1msky_command(), "serve", "--host", "127.0.0.1",
+                                  "--port", str(port), "--threads", str(SERVER_THREADS)],
+                        env, os.path.join(instance, "serve.log"), port)
         headers = {"Authorization": f"Bearer {key['key']}"}
-        ready_s = server.start(headers)
+        ready_s = server.start("/api/health", headers)
         fast = FastReceiver().start()
         hanging = WebhookReceiver().start()
         hanging.set(hang=True)
@@ -723,7 +610,7 @@ def main() -> int:
               flush=True)
         for example in examples:
             print(f"   e.g. {example}", flush=True)
-        problems = log_problems(server.log_path)
+        problems = harness.log_problems(server.log_path)
         print(f"serve log         {problems or 'no tracebacks, no 4xx/5xx'}", flush=True)
 
         if args.json:
@@ -769,22 +656,6 @@ def main() -> int:
             print(f"instance kept at {instance}")
         else:
             shutil.rmtree(instance, ignore_errors=True)
-
-
-def log_problems(path: str) -> dict:
-    """Count tracebacks and 4xx/5xx access-log lines in the server log."""
-    counts = collections.Counter()
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Traceback"):
-                    counts["tracebacks"] += 1
-                parts = line.split('" ')
-                if len(parts) > 1 and parts[-1][:3].isdigit() and parts[-1][0] in "45":
-                    counts[parts[-1][:3]] += 1
-    except OSError:
-        pass
-    return dict(counts)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import harness  # noqa: E402
 import requests  # noqa: E402
 
 from tests.live import LiveServer  # noqa: E402
@@ -103,26 +104,12 @@ WORDS = ("parse refactor summarise review plan design test explain migrate pytho
 def soak_config() -> dict:
     """tests/helpers.config_for_tests with slow simulated providers, limits raised so that
     nothing is refused, and webhooks to a local receiver with short retries."""
-    return {
-        "environment": "live",
-        "providers": {
-            "anthropic": {"kind": "simulated", "hourly": 1_000_000, "delay": 0.6},
-            "kimi-coding": {"kind": "simulated", "hourly": 1_000_000, "delay": 0.15},
-        },
-        "provider_calls": {"retries": 2, "backoff_base": 0.01, "backoff_max": 0.05,
-                           "simulated_delay": 0},
-        "agents": {"workers": 4, "shutdown_grace_seconds": 2,
-                   "max_concurrent_per_key": 100_000},
-        "budget": {"daily": 1_000_000, "monthly_ceiling": 30_000_000},
-        "rate_limits": {"spawn": "1000000/hour", "agent": "1000000/hour",
-                        "agents": "1000000/hour", "system": "1000000/hour",
-                        "per_ip": "1000000/minute"},
-        "security": {"cost_spike_per_hour": 1_000_000, "auth_failures_to_block": 1_000_000},
-        "webhooks": {"allowed_networks": ["127.0.0.0/8"],
-                     "retry_schedule_seconds": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2],
-                     "timeout_seconds": 2},
-        "legacy_v3": {"sunset": "2099-01-01"},
-    }
+    return harness.config(
+        provider_delays={"anthropic": 0.6, "kimi-coding": 0.15},
+        security={"cost_spike_per_hour": 1_000_000, "auth_failures_to_block": 1_000_000},
+        webhooks={"allowed_networks": ["127.0.0.0/8"],
+                  "retry_schedule_seconds": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2],
+                  "timeout_seconds": 2})
 
 
 class SoakServer(LiveServer):
