@@ -46,7 +46,6 @@ import datetime as dt
 import json
 import os
 import random
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -757,15 +756,7 @@ def main() -> int:
             print(json.dumps(summary, indent=2))
         return 0
     finally:
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"stopping {server.name}: {exc}", file=sys.stderr)
-        if args.keep:
-            print(f"instance kept at {instance}")
-        else:
-            shutil.rmtree(instance, ignore_errors=True)
+        harness.clean_up([(s.name, s) for s in reversed(servers)], instance, args.keep)
 
 
 if __name__ == "__main__":

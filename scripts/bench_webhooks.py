@@ -57,7 +57,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import signal
 import sqlite3
 import sys
@@ -641,21 +640,8 @@ def main() -> int:
     finally:
         # Stop the service first (it may be waiting on the hanging receiver), then the
         # receivers; stop() lets hung requests go unanswered.
-        if server is not None:
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up
-                print(f"stopping serve: {exc}", file=sys.stderr)
-        for receiver in (fast, hanging):
-            if receiver is not None:
-                try:
-                    receiver.stop()
-                except Exception as exc:  # noqa: BLE001
-                    print(f"stopping a receiver: {exc}", file=sys.stderr)
-        if args.keep:
-            print(f"instance kept at {instance}")
-        else:
-            shutil.rmtree(instance, ignore_errors=True)
+        harness.clean_up([("serve", server), ("a receiver", fast), ("a receiver", hanging)],
+                         instance, args.keep)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,19 @@ class Client:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def clean_up(stops: list[tuple[str, object]], instance: str, keep: bool) -> None:
+    """Stop each (name, thing with .stop() or None) in order, reporting rather than
+    raising failures, then remove the instance folder unless asked to keep it."""
+    for name, thing in stops:
+        if thing is None:
+            continue
+        try:
+            thing.stop()
+        except Exception as exc:  # noqa: BLE001 - keep cleaning up the rest
+            print(f"stopping {name}: {exc}", file=sys.stderr)
+    if keep:
+        print(f"instance kept at {instance}")
+    else:
+        shutil.rmtree(instance, ignore_errors=True)

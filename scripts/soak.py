@@ -60,7 +60,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import signal
 import sqlite3
 import sys
@@ -936,20 +935,7 @@ def main() -> int:
         return 1 if failed_any else 0
     finally:
         abort.set()
-        if server is not None:
-            try:
-                server.stop(timeout=30)
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up
-                print(f"stopping serve: {exc}", file=sys.stderr)
-        if receiver is not None:
-            try:
-                receiver.stop()
-            except Exception as exc:  # noqa: BLE001
-                print(f"stopping the receiver: {exc}", file=sys.stderr)
-        if args.keep:
-            print(f"instance kept at {instance}")
-        else:
-            shutil.rmtree(instance, ignore_errors=True)
+        harness.clean_up([("serve", server), ("the receiver", receiver)], instance, args.keep)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,6 @@ from ..errors import APIError
 from . import audit, clock, events
 
 SCOPES = ("agents:read", "agents:write", "billing:read", "admin:write")
-ENVIRONMENTS = ("live", "staging", "dev")
-PUBLIC_COLUMNS = ("id", "name", "prefix", "scopes", "require_signature", "max_concurrent",
-                  "created_at", "expires_at", "revoked_at", "revoke_reason", "rotated_to",
-                  "last_used_at", "signing_salt")
 
 
 def hash_key(key: str) -> str:
