@@ -224,11 +224,18 @@ class AgentView(ResponseSchema):
     error = fields.String(required=True, allow_none=True)
     estimated_cost = fields.Float(required=True, metadata={"description": "Dollars"})
     actual_cost = fields.Float(required=True, metadata={"description": "Dollars"})
+    pending_charge = fields.Float(required=True, metadata={
+        "description": "Dollars reserved for provider calls still in flight after the agent"
+                       " ended (cancel, timeout); 0 once they settled"})
+    estimated_charge = fields.Float(required=True, metadata={
+        "description": "The part of actual_cost charged at an estimate because a call's"
+                       " answer was lost after it was sent"})
     usage = fields.Nested(TokenUsage, required=True)
     fallback_from = fields.String(required=True, allow_none=True)
     steps = fields.List(fields.Dict(), required=True, allow_none=True,
                         metadata={"description": "Teams: each step's model, status, output,"
-                                                 " cost"})
+                                                 " cost, and estimated: true when part of"
+                                                 " its cost is an estimate"})
     simulated = fields.Boolean(required=True)
     privacy = fields.Dict(required=True, allow_none=True)
     pii_detected = fields.List(fields.String(), required=True, allow_none=True)
@@ -275,7 +282,10 @@ class AgentCancelled(ResponseSchema):
     message = fields.String(required=True)
     agent_id = fields.String(required=True)
     status = fields.String(required=True)
-    refund = fields.Float(required=True, metadata={"description": "Dollars released"})
+    refund = fields.Float(required=True, metadata={"description": "Dollars released now"})
+    pending_charge = fields.Float(required=True, metadata={
+        "description": "Dollars still reserved for provider calls in flight; charged at"
+                       " their real cost (or estimate) when they settle"})
 
 
 class Pagination(ResponseSchema):

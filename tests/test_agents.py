@@ -93,7 +93,7 @@ def test_cancel_of_a_waiting_agent_refunds_its_reservation_and_it_never_runs(
     assert response.status_code == 200
     assert response.json == {"success": True, "message": "Agent cancelled",
                              "agent_id": spawned["agent_id"], "status": "cancelled",
-                             "refund": spawned["estimated_cost"]}
+                             "refund": spawned["estimated_cost"], "pending_charge": 0.0}
     start_runner()
     other = client.post("/api/spawn", headers=admin.headers,
                         json={"model": "sonnet", "task": "run me"}).json
