@@ -214,6 +214,7 @@ OPERATIONS = {
         "used": INT, "limit": INT, "remaining": INT, "reset_at": STR}))}, ["limits"])}),
     "billing.usage": Op(ok={200: {"description": "Cost over the period", "content": {
         JSON: {"schema": obj({"period": STR, "total_cost": NUM, "total_calls": INT,
+                              "estimated_cost_total": NUM,
                               "by_model": COSTS, "by_day": COSTS, "by_provider": COSTS,
                               "by_key": COSTS}, ["period", "total_cost", "by_model", "by_day"])},
         "text/csv": {"schema": STR}}}}, errors=(400,),
