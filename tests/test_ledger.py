@@ -153,3 +153,17 @@ def test_spawn_and_cancel_cannot_outrun_the_budget(client, app, admin, upstream,
     assert len(upstream.answered()) == answers.count(202)
     assert round(status["today_spend"] * 1e6) == billed_micros(config, upstream.answered())
     assert status["today_reserved"] == 0 and in_flight(app) == 0
+
+
+def test_a_late_charge_counts_in_the_keys_cost_spike_window(client, app, admin, upstream,
+                                                            start_runner):
+    configure(app, security={"cost_spike_per_hour": 0.1})
+    upstream.set("anthropic", latency=0.8, input_tokens=1000, output_tokens=2000)  # $0.165
+    start_runner()
+    agent_id = spawn(client, admin, model="opus").json["agent_id"]
+    wait_sent(upstream, 1)
+    client.delete(f"/api/agent/{agent_id}", headers=admin.headers)
+    assert spawn(client, admin, model="k2p5").status_code == 202  # nothing charged yet
+    wait_settled(app.config["DATABASE"])
+    refused = spawn(client, admin, model="k2p5")
+    assert refused.status_code == 403 and "cost spike" in refused.json["error"]["message"]
