@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from . import jsontext
+
 KINDS = ("str", "int", "float", "time", "money")
 COMPARE = {"eq": "=", "ne": "IS NOT", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 LIKE = {"contains": "%{}%", "starts_with": "{}%", "ends_with": "%{}"}
@@ -30,7 +32,7 @@ MAX_IN = 100
 MAX_OFFSET = 10**12
 INT64 = 2**63
 _IDENT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", re.ASCII)
-_ISO = re.compile(
+ISO_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?"
 )
 _INT = re.compile(r"[+-]?\d{1,19}")
@@ -217,8 +219,10 @@ def _keyset(sort: Sort, id_column: str, cursor: Cursor) -> tuple[str, list]:
 def _parse_filter(text: str, fields: dict[str, Field],
                   shorthands: dict[str, tuple[str, str]]) -> list[tuple[str, list]]:
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = jsontext.loads(text)
+    except jsontext.TooDeep as exc:
+        raise _fail("filter", f"filter: {exc}") from None
+    except ValueError:
         data = None
     if not isinstance(data, dict):
         raise _fail("filter", "filter must be a JSON object")
@@ -301,7 +305,7 @@ def _from_text(text: str, fld: Field, where: str) -> Any:
 
 def _iso_time(text: str) -> str | None:
     """ISO date/datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC; naive is UTC)."""
-    if not _ISO.fullmatch(text):
+    if not ISO_TIME.fullmatch(text):
         return None
     try:
         moment = datetime.fromisoformat(text)
