@@ -506,6 +506,7 @@ def build(app: Flask, config: dict, retired: bool) -> dict:
     document = spec.to_dict()
     batch = document["components"]["schemas"]["SpawnBatchRequest"]["properties"]["agents"]
     batch["items"] = ref("SpawnRequest")  # each item is validated as a spawn request
+    document["components"]["schemas"]["IPWhitelistRequest"]["minProperties"] = 1
     return document
 
 

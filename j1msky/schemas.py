@@ -16,7 +16,8 @@ from .services.keys import SCOPES
 
 
 class StrictInteger(fields.Integer):
-    """An integer that refuses strings, floats and booleans."""
+    """An integer that refuses strings, fractions and booleans; 30.0 is 30, as JSON
+    Schema's integer says."""
 
     def __init__(self, **kwargs):
         super().__init__(strict=True, **kwargs)
@@ -24,6 +25,8 @@ class StrictInteger(fields.Integer):
     def _validated(self, value):
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         return super()._validated(value)
 
 

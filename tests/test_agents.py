@@ -60,6 +60,8 @@ LONG = "x" * 2001
      "Timeout must be a whole number of seconds"),
     ({"model": "k2p5", "task": "hi", "timeout": True}, 400,
      "Timeout must be a whole number of seconds"),
+    ({"model": "k2p5", "task": "hi", "timeout": 30.5}, 400,
+     "Timeout must be a whole number of seconds"),
     ({"model": "k2p5", "task": "hi", "colour": "blue"}, 400, "Unknown field 'colour'"),
     ({"model": "k2p5", "task": "hi", "team": "team_coding"}, 400, "Unknown field 'team'"),
 ])
@@ -76,6 +78,12 @@ def test_task_of_exactly_2000_chars_after_trimming_is_accepted(client, admin):
     response = client.post("/api/spawn", headers=admin.headers,
                            json={"model": "opus", "task": "  " + "y" * 2000 + "  "})
     assert response.status_code == 202
+
+
+def test_a_whole_number_written_as_a_float_is_that_number(client, admin):
+    response = client.post("/api/spawn", headers=admin.headers,
+                           json={"model": "k2p5", "task": "hi", "timeout": 30.0})
+    assert response.status_code == 202 and response.json["timeout"] == 30
 
 
 def test_unknown_agent_is_404(client, admin):
