@@ -84,13 +84,15 @@ def seconds_until_closed(sock: socket.socket, trickle: bytes | None, limit: floa
 
 def test_idle_and_slow_clients_do_not_delay_a_normal_request(live_server_factory):
     live, auth = start(live_server_factory, request_timeout=10, max_connections_per_address=200)
-    slow = [connect(live) for _ in range(80)]  # 50 idle
+    slow = [connect(live) for _ in range(90)]  # 50 idle
     for sock in slow[50:70]:
         send_head_part(sock)
     for sock in slow[70:75]:
         send_body_part(sock, auth)
     for sock in slow[75:80]:
         send_chunk_part(sock)
+    for sock in slow[80:90]:  # answered, then never close their end nor read
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     time.sleep(0.5)  # well past the point where gthread would have handed them to threads
 
     timings = [timed_get(live, auth, source) for _ in range(10) for source in (OTHER, "127.0.0.1")]
