@@ -115,7 +115,7 @@ class FrontConn(TConn):
         if graceful and self.on_graceful_close is not None:
             self.on_graceful_close(self)
         else:
-            super().close()
+            super().close(graceful)
 
 
 class FrontDoorWorker(ThreadWorker):
