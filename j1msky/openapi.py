@@ -349,7 +349,7 @@ def add_components(spec: APISpec, config: dict) -> None:
         spec.components.response(name, {"description": description, "headers": headers(*extra),
                                         "content": {JSON: {"schema": ref("Error")}}})
     spec.components.response("URITooLong", {
-        "description": "Request line over 4094 bytes: refused by the HTTP server (gunicorn)"
+        "description": "Request line over 8190 bytes: refused by the HTTP server (gunicorn)"
                        " before the API sees it, as an HTML page",
         "content": {"text/html": {"schema": STR}}})
     spec.components.parameter("IdempotencyKey", "header", {

@@ -223,7 +223,7 @@ LIVE_CONFIG = """
 [checks.positive_data_acceptance]
 enabled = false
 
-# gunicorn refuses a request line over 4094 bytes with 414 (documented) before the API
+# gunicorn refuses a request line over 8190 bytes with 414 (documented) before the API
 # sees it: for a fuzzed query string that long, that is the rejection.
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "414", "415",
