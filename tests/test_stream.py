@@ -10,6 +10,7 @@ import pytest
 from j1msky.config import ConfigError, validate_config
 from j1msky.db import connection_for, transaction
 from j1msky.services import events, stream
+from j1msky.services.pagination import feed_cursor
 from tests.helpers import configure
 from tests.test_events import emit_many, follow
 
@@ -65,8 +66,8 @@ def test_stream_pushes_new_events_with_sse_headers(client, app, admin, live_conf
     assert response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-cache"
     assert response.headers["X-Accel-Buffering"] == "no"
-    first = next(iter(response.response)).decode()
-    assert first == "retry: 1000\n\n"
+    first = parse(next(iter(response.response)).decode())
+    assert first == [{"retry": "1000", "id": feed_cursor(3)}]  # the position, for a resume
     emit_later(app, "agent.completed", 2)
     got = read_events(response, 2)
     response.close()
@@ -158,7 +159,8 @@ def test_stream_ends_at_max_seconds(client, admin):
     # config_for_tests: streams.max_seconds 0.1
     began = time.monotonic()
     response = client.get(STREAM, headers=admin.headers)
-    assert response.status_code == 200 and response.get_data(as_text=True) == "retry: 2000\n\n"
+    assert response.status_code == 200
+    assert parse(response.get_data(as_text=True)) == [{"retry": "2000", "id": feed_cursor(0)}]
     assert time.monotonic() - began < 2
 
 

@@ -83,13 +83,14 @@ def follow(database: str, *, after_id: int, deadline: float, stop: threading.Eve
     they commit, until time.monotonic() passes ``deadline`` or ``stop`` is set (set it
     with gate.stop(), which also wakes the wait).
 
-    First a ``retry:`` line (milliseconds before a client reconnects), then one message
+    First ``retry:`` (milliseconds before a client reconnects) and ``id:`` (the start
+    position, so a client that sees no event still resumes from here), then one message
     per event: ``id:`` the feed's cursor (resume with it as Last-Event-ID), ``event:``
     its type, ``data:`` the event as GET /events shows it; a ``: ping`` comment after
     ``heartbeat`` quiet seconds, which is also when a vanished client is noticed. The
     database connection is this generator's own, closed when it ends or is closed.
     """
-    yield f"retry: {round(retry * 1000)}\n\n"
+    yield f"retry: {round(retry * 1000)}\nid: {feed_cursor(after_id)}\n\n"
     conn = connect(database)
     try:
         conn.execute("PRAGMA query_only = ON")
