@@ -280,16 +280,14 @@ class Agent:
         failed or cancelled: look at ``result.status``); TimeoutError after ``timeout`` s.
 
         Listens on the live event stream, so it returns as soon as the agent finishes.
-        Where the server refuses a stream (503: too many open; 404: an older server) it
-        polls instead, 50 ms apart at first and doubling up to ``poll_interval``.
+        Where no stream opens (503: too many open; 404: an older server) it polls
+        instead, 50 ms apart at first and doubling up to ``poll_interval``.
         """
         deadline = time.monotonic() + timeout
         events = self.agency.events.stream(FINISHED_EVENTS, deadline=deadline)
         try:
             events.connect()  # before the first look: a finish after it is on the stream
-        except J1mskyError as error:
-            if error.status not in (404, 503):
-                raise
+        except J1mskyError:  # polling answers too, or says what is wrong
             return self._poll_for_completion(deadline, timeout, poll_interval)
         with events:
             if self.refresh().status in FINISHED:
@@ -373,9 +371,10 @@ class LiveEvents:
         self.poll_interval = poll_interval
         self.retry = 2.0  # seconds before reconnecting; the server's retry: replaces it
         self.response: requests.Response | None = None
+        self._blocks: Iterator[dict] = iter(())
 
     def connect(self) -> LiveEvents:
-        """Open the stream now, unless it is open."""
+        """Open the stream now, unless it is open; ``last_event_id`` is then the position."""
         if self.response is None:
             headers = {"Accept": "text/event-stream"}
             if self.last_event_id:
@@ -384,6 +383,11 @@ class LiveEvents:
                 "GET", "/events/stream", params={"type": ",".join(self.types) or None},
                 headers=headers, stream=True, max_retries=0,
                 timeout=max(0.01, min(self.agency.timeout, self._left())))
+            if not self.response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                self.close()
+                raise J1mskyError("GET /events/stream did not answer with an event stream")
+            self._blocks = self._read_blocks(self.response)
+            next(self._blocks, None)  # the opening block: retry: and the start position
         return self
 
     def close(self) -> None:
@@ -422,10 +426,11 @@ class LiveEvents:
                 self.close()
             time.sleep(max(0.0, min(wait, self._left())))
 
-    def _messages(self) -> Iterator[dict]:
-        """The events of the open connection, until the server ends it or the deadline."""
+    def _read_blocks(self, response: requests.Response) -> Iterator[dict]:
+        """The SSE blocks of a response as {field: value} ({} for a ping); their
+        ``retry:`` and ``id:`` take effect as each block ends."""
         fields: dict[str, str] = {}
-        for raw in self.response.iter_lines():
+        for raw in response.iter_lines():
             line = raw.decode("utf-8")
             if line:
                 name, _, value = line.partition(":")
@@ -439,9 +444,14 @@ class LiveEvents:
                 continue
             if "id" in fields:
                 self.last_event_id = fields["id"]
+            yield fields
+            fields = {}
+
+    def _messages(self) -> Iterator[dict]:
+        """The events of the open connection, until the server ends it or the deadline."""
+        for fields in self._blocks:
             if "data" in fields:
                 yield json.loads(fields["data"])
-            fields = {}
             if self._left() <= 0:
                 return
 
