@@ -127,6 +127,7 @@ def delay(server: harness.Server, base: str, auth: dict, db_path: str, args) -> 
 
 def memory(server: harness.Server, base: str, auth: dict, args) -> None:
     """Worker RSS per open stream."""
+    time.sleep(2)  # the delay section's stream notices at a heartbeat that its client left
     before = server.worker_rss_mb()
     held = []
     for _ in range(args.streams):
@@ -158,7 +159,7 @@ def main() -> int:
     server = None
     try:
         config = harness.config(server={"threads": THREADS},
-                                streams={"max_seconds": 300, "heartbeat_seconds": 15})
+                                streams={"max_seconds": 300, "heartbeat_seconds": 1})
         env, key = harness.setup_instance(instance, config, "bench", ("agents:read",
                                                                       "agents:write"))
         auth = {"Authorization": f"Bearer {key['key']}"}
