@@ -47,6 +47,8 @@ class ServerSchema(Schema):
     port = Int(validate=validate.Range(min=1, max=65535))
     threads = Int(validate=validate.Range(min=1, max=256))
     max_body_bytes = Int(validate=Positive)
+    request_timeout = Num(validate=Positive)
+    max_connections_per_address = Int(validate=validate.Range(min=1))
 
 
 class ProviderSchema(Schema):

@@ -46,9 +46,19 @@ def tls_1_3_only(config, default_ssl_context_factory):
     return context
 
 
+# The worker reads each request before a thread takes it (see j1msky/worker.py); a
+# connection with no request for KEEPALIVE seconds is closed.
+WORKER_CLASS = "j1msky.worker.FrontDoorWorker"
+KEEPALIVE = 5
+# gunicorn's largest request line: GET /api/agents?filter= with an "in" of 100 agent ids,
+# URL-encoded, takes about 3.9 KB; gunicorn's default of 4094 left no room.
+LIMIT_REQUEST_LINE = 8190
+
+
 def run(host: str, port: int, threads: int, tls: tuple[str, str] | None = None) -> None:
     options = {
-        "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
+        "bind": f"{host}:{port}", "workers": 1, "worker_class": WORKER_CLASS, "threads": threads,
+        "keepalive": KEEPALIVE, "limit_request_line": LIMIT_REQUEST_LINE,
         "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
         "loglevel": "info", "worker_exit": worker_exit, "control_socket_disable": True,
         "post_worker_init": end_streams_on_sigterm,

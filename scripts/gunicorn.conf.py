@@ -15,7 +15,7 @@ import os
 
 from j1msky import instance_folder, start_background, stop_background
 from j1msky.config import load_file
-from j1msky.server import tls_1_3_only
+from j1msky.server import KEEPALIVE, LIMIT_REQUEST_LINE, WORKER_CLASS, tls_1_3_only
 
 _server = load_file(os.path.join(instance_folder(), "config.json"))["server"]
 
@@ -27,8 +27,12 @@ bind = f"{_server['host']}:{_server['port']}"
 # waiting agent queued and run twice, every periodic job doubled, and a cancel answered by
 # one worker could not stop an agent running in the other. Concurrency comes from threads.
 workers = 1
-worker_class = "gthread"
+# gthread, except that the request is read before a thread takes it: idle and slow
+# clients hold no thread, and are cut after config.json server.request_timeout.
+worker_class = WORKER_CLASS
 threads = _server["threads"]
+keepalive = KEEPALIVE
+limit_request_line = LIMIT_REQUEST_LINE
 
 # Build the app in the worker, never in the master before fork: SQLite connections and
 # threads do not survive fork(), and the background threads must live in the worker.
