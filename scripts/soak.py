@@ -24,7 +24,9 @@ What it does, in one run (--seconds of traffic, plus setup and a bounded drain):
    /api/orchestrator/status, GET /api/events (each client follows the feed by
    cursor) and DELETE /api/agent/{id} on recent agents (409 is fine). Spawning pauses
    while more than --backlog agents are waiting or running (read from GET /api/agents),
-   so the queue stays bounded and the run can drain.
+   so the queue stays bounded and the run can drain. Meanwhile --followers threads
+   follow GET /api/events/stream, and --slow-clients connections from 127.0.0.2 sit idle
+   and as many trickle a request head (harness.SlowClients; reopened when closed).
 4. A killer thread SIGKILLs the server's process group at random points (every
    --kill-every MIN-MAX seconds, or --kills times spread over the run) and starts it
    again. A kill window lasts from the kill until the server answers again; a request
@@ -91,6 +93,7 @@ PRIORITIES = ("low", "normal", "high")
 SERVER_THREADS = 8
 REQUEST_TIMEOUT = 10.0      # seconds a client waits for one answer
 SLOW_ANSWER = 2.0           # seconds: any answer outside a kill window must come sooner
+SLOW_SOURCE = "127.0.0.2"   # the slow clients' address: another device on the LAN
 RESOLVE_LIMIT = 120.0       # seconds a client keeps retrying one idempotent write
 # What each kind of request may answer besides 5xx/connection errors (judged separately).
 EXPECTED = {
@@ -671,6 +674,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="client threads (default 4)")
     parser.add_argument("--followers", type=int, default=2,
                         help="threads following the live event stream (default 2)")
+    parser.add_argument("--slow-clients", type=int, default=10,
+                        help="idle connections and as many trickling a request head, from"
+                             " 127.0.0.2 (default 10 each)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--backlog", type=int, default=30,
                         help="pause spawning while this many agents are waiting or running "
@@ -694,6 +700,7 @@ def main() -> int:
     instance = tempfile.mkdtemp(prefix="j1msky-soak-")
     server: SoakServer | None = None
     receiver: FlakyReceiver | None = None
+    slow_clients: list[harness.SlowClients] = []
     shared = Shared()
     abort = threading.Event()
     kill_text = (f"{args.kills} kills" if args.kills is not None
@@ -738,6 +745,11 @@ def main() -> int:
             if not follower.ready.wait(30):
                 raise RuntimeError(f"a stream follower never connected: {follower.refused}")
 
+        slow_clients += [harness.SlowClients(server.port, args.slow_clients, trickle, SLOW_SOURCE)
+                         for trickle in (False, True)]
+        for slow in slow_clients:
+            slow.start()
+
         # traffic ----------------------------------------------------------------------
         start = time.monotonic()
         stop_at = start + args.seconds
@@ -764,6 +776,8 @@ def main() -> int:
         traffic_s = time.monotonic() - start
         killer.stop.set()
         killer.join(90)
+        for slow in slow_clients:
+            slow.stop()
         client_errors = [c.error for c in clients if c.error]
 
         # drain ------------------------------------------------------------------------
@@ -1003,6 +1017,9 @@ def main() -> int:
               + ", ".join(f"{len(f.seen)} events over {f.connections} connections"
                           f" ({sum(f.refused.values())} refused {dict(f.refused)})"
                           for f in followers))
+        print(f"slow clients      {args.slow_clients} idle, {args.slow_clients} trickling from"
+              f" {SLOW_SOURCE}; reopened after the server closed them or died: "
+              + ", ".join(str(slow.reopened) for slow in slow_clients))
         print(f"spend             ${actual / 1e6:.4f}")
         print(f"serve log         {tracebacks} tracebacks"
               + ("".join(f"\n   {v} x {k}" for k, v in traceback_kinds.most_common(5))))
@@ -1035,7 +1052,8 @@ def main() -> int:
         return 1 if failed_any else 0
     finally:
         abort.set()
-        harness.clean_up([("serve", server), ("the receiver", receiver)], instance, args.keep)
+        harness.clean_up([("slow clients", slow) for slow in slow_clients]
+                         + [("serve", server), ("the receiver", receiver)], instance, args.keep)
 
 
 if __name__ == "__main__":
