@@ -141,8 +141,10 @@ class FrontDoorWorker(ThreadWorker):
         self.nr_conns += 1
         conn = FrontConn(self.cfg, sock, client, listener.getsockname())
         conn.on_graceful_close = self.linger
-        if self.open_per_address.get(conn.address, 0) < \
-                self.settings()["max_connections_per_address"]:
+        cap = self.settings()["max_connections_per_address"]
+        if self.open_per_address.get(conn.address, 0) >= cap:
+            self.close_oldest_idle(conn.address)
+        if self.open_per_address.get(conn.address, 0) < cap:
             self.open_per_address[conn.address] = self.open_per_address.get(conn.address, 0) + 1
             conn.counts = self.open_per_address
         else:
@@ -151,6 +153,16 @@ class FrontDoorWorker(ThreadWorker):
             conn.sock = self.wrap_tls(conn.sock)
         conn.set_timeout()  # no byte within keepalive seconds: closed
         self.watch(conn, self.on_readable)
+
+    def close_oldest_idle(self, address: str) -> None:
+        """Make room under the cap: close the address's oldest kept-alive connection (idle
+        between requests, which HTTP lets a server close at any time), if it has one."""
+        for conn in self.keepalived_conns:
+            if conn.address == address:
+                self.keepalived_conns.remove(conn)
+                self.poller.unregister(conn.sock)
+                self.nr_conns -= 1
+                return conn.close()
 
     def wrap_tls(self, sock: socket.socket) -> ssl.SSLSocket:
         if self.tls_context is None:

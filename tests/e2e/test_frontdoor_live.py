@@ -169,6 +169,18 @@ def test_connections_beyond_the_per_address_cap_get_503(live_server_factory):
         sock.close()
 
 
+def test_an_idle_kept_alive_connection_makes_room_under_the_cap(live_server_factory):
+    live, auth = start(live_server_factory, max_connections_per_address=4)
+    kept = [http.client.HTTPConnection("127.0.0.1", live.port, timeout=10) for _ in range(4)]
+    for conn in kept:
+        conn.request("GET", "/api/agents", headers=auth)
+        conn.getresponse().read()  # each stays open, kept alive
+    assert timed_get(live, auth, "127.0.0.1")[0] == 200
+    assert kept[0].sock.recv(10) == b""  # the oldest was closed to make room
+    for conn in kept:
+        conn.close()
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(live_server_factory):
     live, auth = start(live_server_factory)
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
