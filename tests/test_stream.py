@@ -152,7 +152,7 @@ def test_streams_beyond_the_cap_get_503_with_retry_after(client, app, admin):
     assert again.status_code == 200
     for response in (again, *held):
         response.close()
-    assert stream.gate.open == 0
+    assert stream.gate_of(app).open == 0
 
 
 def test_stream_ends_at_max_seconds(client, admin):

@@ -63,17 +63,18 @@ def live():
         after_id = stream.latest_id(conn)
     config = current_config()
     settings = config["streams"]
-    if not stream.gate.enter(config):
+    gate = stream.gate_of(current_app)
+    if not gate.enter(config):
         # A dead client's place is freed at its next heartbeat at the latest.
         raise APIError(503, "Too many live event streams are open: poll GET /api/events,"
                             " or try again later", retry_after=math.ceil(settings["heartbeat_seconds"]))
     body = stream.follow(current_app.config["DATABASE"], after_id=after_id, types=types,
                          deadline=time.monotonic() + settings["max_seconds"],
-                         stop=stream.gate.stopping, heartbeat=settings["heartbeat_seconds"],
+                         stop=gate.stopping, heartbeat=settings["heartbeat_seconds"],
                          retry=settings["retry_seconds"])
     response = Response(body, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.call_on_close(stream.gate.leave)
+    response.call_on_close(gate.leave)
     return response
 
 

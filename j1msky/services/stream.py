@@ -1,9 +1,9 @@
 """Live events as Server-Sent Events: the feed's events, pushed as they commit.
 
 ``follow`` is a plain generator of SSE text with no Flask in it, so the API and the
-console serve the same stream. It holds a request thread for its whole life, hence
-``gate``: a bounded number of streams, each for a bounded time, all ended at once when
-the worker is told to stop.
+console serve the same stream. It holds a request thread for its whole life, hence the
+app's Gate (``gate_of(app)``): a bounded number of streams, each for a bounded time,
+all ended at once when the worker is told to stop.
 """
 from __future__ import annotations
 
@@ -55,12 +55,15 @@ class Gate:
         events.bell.ring()
 
 
-gate = Gate()
+def gate_of(app) -> Gate:
+    """The app's gate: one per app, and `j1msky serve` runs one app per worker process."""
+    return app.extensions.setdefault("j1msky_stream_gate", Gate())
 
 
 def end_streams_on_sigterm(worker) -> None:
     """gunicorn's post_worker_init hook. The worker's own SIGTERM handler starts a graceful
     stop that waits for open requests, streams included: end the streams first."""
+    gate = gate_of(worker.wsgi)
     gate.threads = worker.cfg.threads
 
     def on_sigterm(signum, frame):
