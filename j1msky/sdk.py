@@ -38,12 +38,13 @@ from urllib.parse import quote, unquote, urlencode
 
 import requests
 
-__all__ = ["Agency", "Agent", "Result", "EventStream", "CircuitBreaker", "J1mskyError",
+__all__ = ["Agency", "Agent", "Result", "EventStream", "LiveEvents", "CircuitBreaker", "J1mskyError",
            "ValidationError", "AuthError", "NotFound", "Conflict", "Gone", "RateLimitError",
            "ServerError", "NetworkError", "CircuitOpenError"]
 
 USER_AGENT = "j1msky-sdk/4.0"
 FINISHED = ("completed", "failed", "cancelled")
+FINISHED_EVENTS = tuple(f"agent.{status}" for status in FINISHED)
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 RETRY_STATUSES = (429, 502, 503, 504)
 SUMMARY_CHARS = 500
@@ -275,13 +276,29 @@ class Agent:
         return self.agency.erase_agent_data(self.id)
 
     def wait_for_completion(self, timeout: float = 600, poll_interval: float = 1.0) -> Result:
-        """Poll until completed, failed or cancelled and return its Result (no raise for
+        """Wait until completed, failed or cancelled and return its Result (no raise for
         failed or cancelled: look at ``result.status``); TimeoutError after ``timeout`` s.
 
-        Polls start 50 ms apart and double up to ``poll_interval``, so quick agents
-        return quickly and slow ones cost one request per ``poll_interval``.
+        Listens on the live event stream, so it returns as soon as the agent finishes.
+        Where no stream opens (503: too many open; 404: an older server) it polls
+        instead, 50 ms apart at first and doubling up to ``poll_interval``.
         """
         deadline = time.monotonic() + timeout
+        events = self.agency.events.stream(FINISHED_EVENTS, deadline=deadline)
+        try:
+            events.connect()  # before the first look: a finish after it is on the stream
+        except J1mskyError:  # polling answers too, or says what is wrong
+            return self._poll_for_completion(deadline, timeout, poll_interval)
+        with events:
+            if self.refresh().status in FINISHED:
+                return Result(self.data)
+            for event in events:
+                if event["data"].get("agent_id") == self.id:
+                    return Result(self.refresh().data)
+        raise TimeoutError(f"agent {self.id} still {self.status} after {timeout:g}s")
+
+    def _poll_for_completion(self, deadline: float, timeout: float,
+                             poll_interval: float) -> Result:
         delay = min(0.05, poll_interval)
         while True:
             self.refresh()
@@ -325,6 +342,153 @@ class EventStream:
             if not self.follow:
                 return
             time.sleep(self.poll_interval)
+
+
+class LiveEvents:
+    """Events as they happen, from GET /events/stream (Server-Sent Events).
+
+    When the server ends the stream (it does after its streams.max_seconds) or the
+    connection drops, it reconnects after the server's ``retry:`` delay and resumes
+    with Last-Event-ID, so no event is skipped or repeated; ``max_retries`` failed
+    connections in a row raise NetworkError. ``last_event_id`` is the position (the
+    feed's cursor: ``agency.events(cursor=...)`` continues from it too); without one the
+    stream starts when it connects: at ``connect()`` or the first iteration.
+
+    A server with too many streams open answers 503: with a known position the feed is
+    polled instead until its Retry-After has passed (a resume after a break inside a
+    polled page may repeat events of that page); on the first connection, without a
+    position, the ServerError is raised. Iteration ends at ``deadline``
+    (time.monotonic()). Close it, or use ``with``, to drop the connection.
+    """
+
+    def __init__(self, agency: Agency, types: list[str] | tuple[str, ...] | None = None,
+                 last_event_id: str | None = None, *, deadline: float | None = None,
+                 poll_interval: float = 1.0):
+        self.agency = agency
+        self.types = list(types or ())
+        self.last_event_id = last_event_id
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.retry = 2.0  # seconds before reconnecting; the server's retry: replaces it
+        self.response: requests.Response | None = None
+        self._blocks: Iterator[dict] = iter(())
+
+    def connect(self) -> LiveEvents:
+        """Open the stream now, unless it is open; ``last_event_id`` is then the position."""
+        if self.response is None:
+            headers = {"Accept": "text/event-stream"}
+            if self.last_event_id:
+                headers["Last-Event-ID"] = self.last_event_id
+            self.response = self.agency.request(
+                "GET", "/events/stream", params={"type": ",".join(self.types) or None},
+                headers=headers, stream=True, max_retries=0,
+                timeout=max(0.01, min(self.agency.timeout, self._left())))
+            if not self.response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                self.close()
+                raise J1mskyError("GET /events/stream did not answer with an event stream")
+            self._blocks = self._read_blocks(self.response)
+            next(self._blocks, None)  # the opening block: retry: and the start position
+        return self
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+            self.response = None
+
+    def __enter__(self) -> LiveEvents:
+        return self.connect()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def __iter__(self) -> Iterator[dict]:
+        failures = 0
+        while self._left() > 0:
+            try:
+                self.connect()
+                failures = 0
+                yield from self._messages()
+                wait = self.retry
+            except ServerError as error:
+                if error.status != 503 or not self.last_event_id:
+                    raise
+                yield from self._poll(error.retry_after or self.retry)
+                wait = 0
+            except (NetworkError, requests.RequestException) as error:
+                failures += 1
+                if failures > self.agency.max_retries:
+                    raise NetworkError(f"event stream: {error}") from error
+                wait = min(self.retry * 2 ** (failures - 1), self.agency.backoff_max)
+            finally:
+                self.close()
+            time.sleep(max(0.0, min(wait, self._left())))
+
+    def _read_blocks(self, response: requests.Response) -> Iterator[dict]:
+        """The SSE blocks of a response as {field: value} ({} for a ping); their
+        ``retry:`` and ``id:`` take effect as each block ends."""
+        fields: dict[str, str] = {}
+        for raw in response.iter_lines():
+            line = raw.decode("utf-8")
+            if line:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "retry" and value.isdigit():
+                    self.retry = int(value) / 1000
+                elif name in ("id", "event"):
+                    fields[name] = value
+                elif name == "data":
+                    fields["data"] = fields["data"] + "\n" + value if "data" in fields else value
+                continue
+            if "id" in fields:
+                self.last_event_id = fields["id"]
+            yield fields
+            fields = {}
+
+    def _messages(self) -> Iterator[dict]:
+        """The events of the open connection, until the server ends it or the deadline."""
+        for fields in self._blocks:
+            if "data" in fields:
+                yield json.loads(fields["data"])
+            if self._left() <= 0:
+                return
+
+    def _poll(self, seconds: float) -> Iterator[dict]:
+        """The feed from the position, for ``seconds`` (the stream refused us)."""
+        until = time.monotonic() + seconds
+        while True:
+            page = self.agency.events_page(cursor=self.last_event_id, limit=100)
+            yield from (event for event in page["data"]
+                        if not self.types or event["type"] in self.types)
+            self.last_event_id = page["pagination"].get("cursor") or self.last_event_id
+            pause = min(until - time.monotonic(), self._left())
+            if page["pagination"].get("has_more"):
+                continue
+            if pause <= 0:
+                return
+            time.sleep(min(self.poll_interval, pause))
+
+
+class Events:
+    """``agency.events``: call it for the feed by cursor (an EventStream, see
+    ``__call__``), or ``stream()`` for events as they happen."""
+
+    def __init__(self, agency: Agency):
+        self.agency = agency
+
+    def __call__(self, *, type: str | None = None, limit: int = 100, cursor: str | None = None,
+                 follow: bool = False, poll_interval: float = 1.0) -> EventStream:
+        """Events after ``cursor`` (default: from the first), oldest first; see EventStream."""
+        return EventStream(self.agency, compact(type=type, limit=limit), cursor, follow,
+                           poll_interval)
+
+    def stream(self, types: list[str] | tuple[str, ...] | None = None,
+               last_event_id: str | None = None, *, deadline: float | None = None) -> LiveEvents:
+        """Events of ``types`` (default: all) after ``last_event_id`` (default: from now),
+        as they happen, for ever (break to stop); see LiveEvents."""
+        return LiveEvents(self.agency, types, last_event_id, deadline=deadline)
 
 
 def q(segment: str) -> str:
@@ -381,6 +545,7 @@ class Agency:
         self.session = session or requests.Session()
         self.owns_session = session is None
         self.user_agent = user_agent
+        self.events = Events(self)
 
     def __repr__(self) -> str:
         return f"<Agency {self.api_url}>"
@@ -399,12 +564,14 @@ class Agency:
 
     def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
                 idempotency_key: str | None = None, headers: dict | None = None,
-                stream: bool = False) -> requests.Response:
+                stream: bool = False, max_retries: int | None = None,
+                timeout: float | None = None) -> requests.Response:
         """Send one API call (``path`` under the API root, e.g. ``/spawn``) with auth,
         signing, idempotency and retries; the 2xx Response, else a J1mskyError.
 
         ``body`` is serialised as compact JSON and those exact bytes are sent and signed.
         Writes carry ``idempotency_key`` (default: a new uuid4) on every attempt.
+        ``max_retries`` and ``timeout`` override the client's for this call.
         """
         method = method.upper()
         url = f"{self.api_url}/{path.lstrip('/')}"
@@ -423,19 +590,19 @@ class Agency:
         attempt, failure = 0, None
         while True:
             try:
-                return self._attempt(method, url, data, sent, stream)
+                return self._attempt(method, url, data, sent, stream, timeout or self.timeout)
             except CircuitOpenError as error:
                 raise error from failure
             except J1mskyError as error:
                 failure = error
-            wait = self._retry_wait(failure, attempt)
+            wait = self._retry_wait(failure, attempt, max_retries)
             if wait is None:
                 raise failure
             time.sleep(wait)
             attempt += 1
 
-    def _attempt(self, method: str, url: str, data: bytes, headers: dict,
-                 stream: bool) -> requests.Response:
+    def _attempt(self, method: str, url: str, data: bytes, headers: dict, stream: bool,
+                 timeout: float) -> requests.Response:
         breaker = self.circuit_breaker
         if breaker is not None:
             breaker.before_call()
@@ -445,7 +612,7 @@ class Agency:
             prepared.headers.update(self.signature(method, prepared.path_url, data))
         settings = self.session.merge_environment_settings(prepared.url, {}, stream, None, None)
         try:
-            response = self.session.send(prepared, timeout=self.timeout, allow_redirects=False,
+            response = self.session.send(prepared, timeout=timeout, allow_redirects=False,
                                          **settings)
         except (requests.ConnectionError, requests.Timeout) as exc:
             if breaker is not None:
@@ -459,10 +626,12 @@ class Agency:
         response.close()
         raise error
 
-    def _retry_wait(self, error: J1mskyError, attempt: int) -> float | None:
+    def _retry_wait(self, error: J1mskyError, attempt: int,
+                    max_retries: int | None = None) -> float | None:
         """Seconds to sleep before retrying, or None when this error is final."""
         in_progress = isinstance(error, Conflict) and "in progress" in error.message
-        if attempt >= self.max_retries or not (
+        limit = self.max_retries if max_retries is None else max_retries
+        if attempt >= limit or not (
                 isinstance(error, NetworkError) or error.status in RETRY_STATUSES or in_progress):
             return None
         if error.retry_after is not None:
@@ -571,11 +740,6 @@ class Agency:
                     cursor: str | None = None) -> dict:
         """GET /events: one page, {data, pagination: {cursor, has_more}, links}."""
         return self._get("/events", type=type, limit=limit, cursor=cursor)
-
-    def events(self, *, type: str | None = None, limit: int = 100, cursor: str | None = None,
-               follow: bool = False, poll_interval: float = 1.0) -> EventStream:
-        """Events after ``cursor`` (default: from the first), oldest first; see EventStream."""
-        return EventStream(self, compact(type=type, limit=limit), cursor, follow, poll_interval)
 
     # -- operations, orchestrator, billing -------------------------------------------
 

@@ -11,11 +11,13 @@ import collections
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 # --------------------------------------------------------------------------- setup
@@ -195,6 +197,65 @@ class Client:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+class SlowClients:
+    """`count` connections from `source` kept open: idle, or trickling a request head (a
+    byte every 0.5 s). One the server answers or closes is opened again, also after the
+    server was down (a connection that cannot be made now is tried again later)."""
+
+    HEAD = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+    def __init__(self, port: int, count: int, trickle: bool, source: str = "127.0.0.1"):
+        self.port, self.count, self.trickle, self.source = port, count, trickle, source
+        self.socks: list[socket.socket] = []
+        self.reopened = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> SlowClients:
+        self.socks = [self.open() for _ in range(self.count)]
+        self.thread.start()
+        time.sleep(1)  # past the point where gthread hands them to its threads
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        for sock in self.socks:
+            sock.close()
+
+    def __enter__(self) -> SlowClients:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def open(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5,
+                                        source_address=(self.source, 0))
+        if self.trickle:
+            sock.sendall(self.HEAD)
+        return sock
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.5):
+            closed, _, _ = select.select(self.socks, [], [], 0)
+            for sock in closed:  # readable: the server answered or closed it
+                self.socks.remove(sock)
+                sock.close()
+            while len(self.socks) < self.count:
+                try:
+                    self.socks.append(self.open())
+                except OSError:
+                    break  # the server is down: next round
+                self.reopened += 1
+            for sock in self.socks if self.trickle else ():
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass
 
 
 def clean_up(stops: list[tuple[str, object]], instance: str, keep: bool) -> None:

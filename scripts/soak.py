@@ -27,7 +27,9 @@ What it does, in one run (--seconds of traffic, plus setup and a bounded drain):
    cursor), DELETE /api/agent/{id} on recent agents (409 is fine) and spawn-and-cancel
    (an opus or sonnet agent cancelled 0.05-0.8 s after its 202). Spawning pauses
    while more than --backlog agents are waiting or running (read from GET /api/agents),
-   so the queue stays bounded and the run can drain.
+   so the queue stays bounded and the run can drain. Meanwhile --followers threads
+   follow GET /api/events/stream, and --slow-clients connections from 127.0.0.2 sit idle
+   and as many trickle a request head (harness.SlowClients; reopened when closed).
 4. A killer thread SIGKILLs the server's process group at random points (every
    --kill-every MIN-MAX seconds, or --kills times spread over the run) and starts it
    again. A kill window lasts from the kill until the server answers again; a request
@@ -50,7 +52,10 @@ What it does, in one run (--seconds of traffic, plus setup and a bounded drain):
    (e.g. no 404 for an agent the server had accepted); (8) each finished agent has
    exactly one terminal event, of its status, and the events feed followed by cursor
    had no gap and no repeat; (9) the server came back after every kill and exited 0
-   on SIGTERM.
+   on SIGTERM; (10) --followers threads following GET /api/events/stream (through
+   kills and its max_seconds closes, resuming with Last-Event-ID) each saw every
+   terminal event once, in order; (11) no answer outside a kill window took more
+   than 2 s.
 6. Prints the figures and each invariant, then removes the folder (unless --keep).
    Exit code 0 when every invariant holds, 1 otherwise.
 
@@ -73,6 +78,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,6 +102,8 @@ TEAMS = ("team_coding", "team_creative", "team_research", "team_business")
 PRIORITIES = ("low", "normal", "high")
 SERVER_THREADS = 8
 REQUEST_TIMEOUT = 10.0      # seconds a client waits for one answer
+SLOW_ANSWER = 2.0           # seconds: any answer outside a kill window must come sooner
+SLOW_SOURCE = "127.0.0.2"   # the slow clients' address: another device on the LAN
 RESOLVE_LIMIT = 120.0       # seconds a client keeps retrying one idempotent write
 # What each kind of request may answer besides 5xx/connection errors (judged separately).
 EXPECTED = {
@@ -121,7 +129,8 @@ def soak_config(upstream_url: str) -> dict:
         security={"cost_spike_per_hour": 1_000_000, "auth_failures_to_block": 1_000_000},
         webhooks={"allowed_networks": ["127.0.0.0/8"],
                   "retry_schedule_seconds": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2],
-                  "timeout_seconds": 2})
+                  "timeout_seconds": 2},
+        streams={"max_seconds": 20})
 
 
 class SoakServer(LiveServer):
@@ -544,6 +553,64 @@ class Killer(threading.Thread):
             window[1] = time.monotonic()
 
 
+class StreamFollower(threading.Thread):
+    """Follows GET /api/events/stream for terminal events through kills and max_seconds
+    closes, as EventSource does: reconnects after `retry:`, resuming with Last-Event-ID.
+    Keeps the event ids it was sent, in order."""
+
+    def __init__(self, n: int, base: str, auth: dict):
+        super().__init__(name=f"soak-follower-{n}", daemon=True)
+        self.base, self.auth = base, auth
+        self.seen: list[int] = []
+        self.connections = 0
+        self.refused: collections.Counter = collections.Counter()  # status -> count
+        self.ready = threading.Event()  # connected once: its position is fixed
+        self.stop = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        retry, last = 1.0, None
+        try:
+            while not self.stop.is_set():
+                headers = {**self.auth, **({"Last-Event-ID": last} if last else {})}
+                try:
+                    with session.get(self.base + "/api/events/stream", headers=headers,
+                                     params={"type": ",".join(TERMINAL_EVENTS)}, stream=True,
+                                     timeout=(5, 30)) as response:
+                        if response.status_code != 200:
+                            self.refused[response.status_code] += 1
+                        else:
+                            self.connections += 1
+                            for fields in sse_blocks(response):
+                                retry = int(fields.get("retry", retry * 1000)) / 1000
+                                last = fields.get("id", last)
+                                self.ready.set()
+                                if "data" in fields:
+                                    self.seen.append(int(json.loads(fields["data"])["id"][4:]))
+                                if self.stop.is_set():
+                                    return
+                except requests.RequestException:
+                    pass  # killed mid-stream, or not up yet: reconnect
+                self.stop.wait(retry)
+        except Exception:  # noqa: BLE001 - reported with the invariants
+            self.error = traceback.format_exc()
+
+
+def sse_blocks(response: requests.Response):
+    """The blocks of an SSE response as {field: value} ({} for a ping)."""
+    fields: dict[str, str] = {}
+    for raw in response.iter_lines():
+        line = raw.decode()
+        if line:
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        else:
+            yield fields
+            fields = {}
+
+
 # --------------------------------------------------------------------------- checks
 
 def ro_connect(path: str) -> sqlite3.Connection:
@@ -629,6 +696,11 @@ def main() -> int:
     kill.add_argument("--kills", type=int, default=None,
                       help="SIGKILL the server this many times, at random points of the run")
     parser.add_argument("--clients", type=int, default=4, help="client threads (default 4)")
+    parser.add_argument("--followers", type=int, default=2,
+                        help="threads following the live event stream (default 2)")
+    parser.add_argument("--slow-clients", type=int, default=10,
+                        help="idle connections and as many trickling a request head, from"
+                             " 127.0.0.2 (default 10 each)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--backlog", type=int, default=30,
                         help="pause spawning while this many agents are waiting or running "
@@ -657,6 +729,7 @@ def main() -> int:
     upstream.set("openai", latency=0.15)
     # Answers to a server that was killed meanwhile write to closed sockets.
     upstream._server.handle_error = lambda request, client_address: None  # noqa: SLF001
+    slow_clients: list[harness.SlowClients] = []
     shared = Shared()
     abort = threading.Event()
     kill_text = (f"{args.kills} kills" if args.kills is not None
@@ -694,6 +767,18 @@ def main() -> int:
         if hook.status_code != 201:
             raise RuntimeError(f"POST /api/webhooks answered {hook.status_code}: {hook.text}")
 
+        followers = [StreamFollower(n, server.url, auth) for n in range(args.followers)]
+        for follower in followers:
+            follower.start()
+        for follower in followers:
+            if not follower.ready.wait(30):
+                raise RuntimeError(f"a stream follower never connected: {follower.refused}")
+
+        slow_clients += [harness.SlowClients(server.port, args.slow_clients, trickle, SLOW_SOURCE)
+                         for trickle in (False, True)]
+        for slow in slow_clients:
+            slow.start()
+
         # traffic ----------------------------------------------------------------------
         start = time.monotonic()
         stop_at = start + args.seconds
@@ -720,6 +805,8 @@ def main() -> int:
         traffic_s = time.monotonic() - start
         killer.stop.set()
         killer.join(90)
+        for slow in slow_clients:
+            slow.stop()
         client_errors = [c.error for c in clients if c.error]
 
         # drain ------------------------------------------------------------------------
@@ -762,6 +849,10 @@ def main() -> int:
             return pending == 0 and absent == 0
 
         webhooks_s = wait_until(outbox_settled, args.drain) if server_up else None
+        if server_up:
+            wait_until(lambda: all(terminal_ids() <= set(f.seen) for f in followers), 30)
+        for follower in followers:
+            follower.stop.set()
         exit_code = server.stop(timeout=60)
         time.sleep(0.3)  # a delivery answered as the server stopped is recorded by now
 
@@ -842,6 +933,19 @@ def main() -> int:
                 if len(outside) < 10:
                     outside.append(f"{kind} -> {status} at t={sent - start:.2f}s")
         window_lengths = [w[1] - w[0] for w in windows if w[1] != float("inf")]
+        slow = [f"{kind} {answered - sent:.1f}s at t={sent - start:.1f}s"
+                for kind, sent, answered, _ in log
+                if answered - sent > SLOW_ANSWER and not in_window(sent, answered, windows)]
+
+        # (10) stream followers
+        stream_problems = []
+        for follower in followers:
+            missed = sorted(set(terminal) - set(follower.seen))
+            repeats = len(follower.seen) - len(set(follower.seen))
+            if missed or repeats or follower.seen != sorted(follower.seen) or follower.error:
+                stream_problems.append(
+                    f"{follower.name}: {len(missed)} missed e.g. {missed[:3]}, {repeats} repeats"
+                    + (f", {follower.error[-300:]}" if follower.error else ""))
 
         # (8) terminal events
         terminal_per_agent = collections.defaultdict(list)
@@ -909,6 +1013,12 @@ def main() -> int:
              f"{shared.kills} kills, {len(shared.restart_errors)} failed restarts; "
              f"SIGTERM exit code {exit_code}"
              + (f"; {shared.restart_errors[0][-500:]}" if shared.restart_errors else "")),
+            ("10 every terminal event seen once, in order, by every stream follower",
+             not stream_problems,
+             f"{len(followers)} followers, {len(terminal)} terminal events"
+             + (f"; {stream_problems[:2]}" if stream_problems else "")),
+            ("11 no answer outside kill windows took more than 2 s",
+             not slow, f"{len(slow)} slow" + (f", e.g. {slow[:3]}" if slow else "")),
         ]
 
         # figures ----------------------------------------------------------------------
@@ -940,6 +1050,13 @@ def main() -> int:
               f"{payload_mismatch} with a payload id other than the webhook-id; the receiver "
               f"answered 500 to {receiver.answered_500} and held {receiver.held} past the "
               f"timeout; outbox {outbox}, {attempts} attempts recorded")
+        print(f"streams           {len(followers)} followers, "
+              + ", ".join(f"{len(f.seen)} events over {f.connections} connections"
+                          f" ({sum(f.refused.values())} refused {dict(f.refused)})"
+                          for f in followers))
+        print(f"slow clients      {args.slow_clients} idle, {args.slow_clients} trickling from"
+              f" {SLOW_SOURCE}; reopened after the server closed them or died: "
+              + ", ".join(str(slow.reopened) for slow in slow_clients))
         print(f"spend             ${actual / 1e6:.4f}")
         print(f"serve log         {tracebacks} tracebacks"
               + ("".join(f"\n   {v} x {k}" for k, v in traceback_kinds.most_common(5))))
@@ -972,8 +1089,9 @@ def main() -> int:
         return 1 if failed_any else 0
     finally:
         abort.set()
-        harness.clean_up([("serve", server), ("the receiver", receiver),
-                          ("the fake upstream", upstream)], instance, args.keep)
+        harness.clean_up([("slow clients", slow) for slow in slow_clients]
+                         + [("serve", server), ("the receiver", receiver),
+                            ("the fake upstream", upstream)], instance, args.keep)
 
 
 if __name__ == "__main__":

@@ -165,6 +165,17 @@ export declare class Agency {
   billingUsage(params?: { start?: string; end?: string; format?: 'json' | 'csv' }, options?: RequestOptions): Promise<any>;
   eventsPage(params?: { type?: string; limit?: number; cursor?: string }, options?: RequestOptions): Promise<any>;
   events(params?: { type?: string; limit?: number; cursor?: string; follow?: boolean; pollIntervalMs?: number; signal?: AbortSignal }, options?: RequestOptions): AsyncGenerator<any, void>;
+  streamEvents(params?: { types?: string[]; lastEventId?: string | null; signal?: AbortSignal; deadline?: number }): LiveEvents;
+}
+
+export declare class LiveEvents implements AsyncIterable<any> {
+  types: string[];
+  /** The position: the last event's id (the feed's cursor); resume from it. */
+  lastEventId: string | null;
+  retryMs: number;
+  connect(): Promise<this>;
+  close(): void;
+  [Symbol.asyncIterator](): AsyncGenerator<any, void>;
 }
 
 export declare class J1mskyError extends Error {
@@ -192,6 +203,7 @@ export declare function signRequest(apiSecret: string, method: string, path: str
 
 declare const pkg: {
   VERSION: typeof VERSION; FINISHED: typeof FINISHED; Agency: typeof Agency; Agent: typeof Agent;
+  LiveEvents: typeof LiveEvents;
   Result: typeof Result; Webhooks: typeof Webhooks; Keys: typeof Keys;
   J1mskyError: typeof J1mskyError; ValidationError: typeof ValidationError;
   AuthError: typeof AuthError; NotFound: typeof NotFound; Conflict: typeof Conflict;

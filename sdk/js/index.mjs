@@ -6,6 +6,7 @@ export const {
   FINISHED,
   Agency,
   Agent,
+  LiveEvents,
   Result,
   Webhooks,
   Keys,

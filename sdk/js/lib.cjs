@@ -233,13 +233,40 @@ class Agent {
   }
 
   /**
-   * Poll until the agent is completed, failed or cancelled and return its Result
+   * Wait until the agent is completed, failed or cancelled and return its Result
    * (a failed agent is a Result with `status: 'failed'` and `error`, not an exception).
-   * Polls quickly at first, then every `pollIntervalMs`. Throws WaitTimeoutError
-   * after `timeoutMs` (default 10 minutes); the agent itself keeps going.
+   * Listens on the live event stream; where none opens (503: too many open, 404: an
+   * older server) it polls, quickly at first, then every
+   * `pollIntervalMs`. Throws WaitTimeoutError after `timeoutMs` (default 10 minutes);
+   * the agent itself keeps going.
    */
   async waitForCompletion({ timeoutMs = 600000, pollIntervalMs = 1000 } = {}) {
     const deadline = Date.now() + timeoutMs;
+    const events = this.agency.streamEvents({
+      types: FINISHED.map((status) => `agent.${status}`), deadline });
+    try {
+      await events.connect(); // before the first look: a finish after it is on the stream
+    } catch {
+      // No stream (503: too many open; 404: an older server): polling answers, or says why not.
+      return this.pollForCompletion(deadline, timeoutMs, pollIntervalMs);
+    }
+    try {
+      await this.refresh();
+      if (this.finished) return new Result(this);
+      for await (const event of events) {
+        if (event.data && event.data.agent_id === this.id) {
+          await this.refresh();
+          return new Result(this);
+        }
+      }
+    } finally {
+      events.close();
+    }
+    throw new WaitTimeoutError(
+      `Agent ${this.id} still ${this.status} after ${timeoutMs} ms`, { status: null });
+  }
+
+  async pollForCompletion(deadline, timeoutMs, pollIntervalMs) {
     let interval = Math.min(100, pollIntervalMs);
     for (;;) {
       await this.refresh();
@@ -347,19 +374,10 @@ class Agency {
     }
 
     for (let attempt = 0; ; attempt++) {
-      const sent = {
-        Accept: 'application/json',
-        'User-Agent': `j1msky-sdk-js/${VERSION} node/${process.version}`,
-        ...this.defaultHeaders,
-        Authorization: `Bearer ${this.apiKey}`,
-        ...headers,
-      };
-      if (body !== undefined) sent['Content-Type'] = 'application/json';
-      if (idempotencyKey) sent['Idempotency-Key'] = idempotencyKey;
-      if (this.apiSecret) {
-        // A fresh timestamp and signature per attempt: the server refuses a replayed signature.
-        Object.assign(sent, signRequest(this.apiSecret, method, signedPath, bodyText));
-      }
+      const extra = { ...headers };
+      if (body !== undefined) extra['Content-Type'] = 'application/json';
+      if (idempotencyKey) extra['Idempotency-Key'] = idempotencyKey;
+      const sent = this.headersFor(method, signedPath, bodyText, extra);
 
       let response;
       let error;
@@ -410,6 +428,22 @@ class Agency {
       if (retryAfter != null && retryAfter * 1000 > this.backoffMaxMs) throw error;
       await sleep(this.backoffMs(attempt, retryAfter));
     }
+  }
+
+  /**
+   * The headers of one attempt: defaults, the key, `extra`, and a signature when the
+   * client has a secret (fresh per attempt: the server refuses a replayed signature).
+   */
+  headersFor(method, signedPath, bodyText, extra = {}) {
+    const sent = {
+      Accept: 'application/json',
+      'User-Agent': `j1msky-sdk-js/${VERSION} node/${process.version}`,
+      ...this.defaultHeaders,
+      Authorization: `Bearer ${this.apiKey}`,
+      ...extra,
+    };
+    if (this.apiSecret) Object.assign(sent, signRequest(this.apiSecret, method, signedPath, bodyText));
+    return sent;
   }
 
   /** Whether a failed attempt is worth repeating with the same Idempotency-Key. */
@@ -552,6 +586,186 @@ class Agency {
       await sleep(pollIntervalMs);
     }
   }
+
+  /**
+   * Events as they happen (GET /events/stream, Server-Sent Events), as an async
+   * iterator: `{types, lastEventId, signal}`; see LiveEvents.
+   */
+  streamEvents({ types = [], lastEventId = null, signal, deadline } = {}) {
+    return new LiveEvents(this, { types, lastEventId, signal, deadline });
+  }
+}
+
+/**
+ * A live event stream. When the server ends it (it does after its streams.max_seconds)
+ * or the connection drops, it reconnects after the server's `retry:` delay and resumes
+ * with Last-Event-ID, so no event is skipped or repeated; `agency.maxRetries` failed
+ * connections in a row throw NetworkError. `lastEventId` is the position (the feed's
+ * cursor); without one the stream starts when it connects: at `connect()` or the first
+ * iteration. A 503 (too many streams open) with a known position polls the feed until
+ * Retry-After has passed; on the first connection it is thrown. Iteration ends when
+ * `signal` aborts, at `deadline` (ms since the epoch), or with `break`.
+ */
+class LiveEvents {
+  constructor(agency, { types = [], lastEventId = null, signal, deadline } = {}) {
+    Object.defineProperty(this, 'agency', { value: agency, enumerable: false });
+    this.types = [...types];
+    this.lastEventId = lastEventId;
+    this.retryMs = 2000;
+    this.signal = signal;
+    this.deadline = deadline ?? Infinity;
+    this.response = null;
+    this.blocks = null;
+    this.controller = null;
+  }
+
+  get ended() {
+    return Date.now() >= this.deadline || Boolean(this.signal && this.signal.aborted);
+  }
+
+  /** Open the stream now, unless it is open. */
+  async connect() {
+    if (this.response) return this;
+    const agency = this.agency;
+    const qs = queryString({ type: this.types.join(',') });
+    const url = new URL(`${agency.apiRoot}/events/stream${qs ? `?${qs}` : ''}`);
+    const extra = { Accept: 'text/event-stream' };
+    if (this.lastEventId) extra['Last-Event-ID'] = this.lastEventId;
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    if (this.signal) this.signal.addEventListener('abort', stop, { once: true });
+    if (this.deadline !== Infinity) {
+      controller.deadlineTimer = setTimeout(stop, Math.max(0, this.deadline - Date.now()));
+    }
+    this.controller = controller;
+    let response;
+    try {
+      response = await agency.fetchImpl(url, {
+        headers: agency.headersFor('GET', decodeURIComponent(url.pathname) + url.search, '', extra),
+        signal: controller.signal,
+        redirect: 'manual',
+      });
+    } catch (cause) {
+      this.close();
+      throw new NetworkError(`GET ${url.pathname} failed: ${(cause && cause.message) || cause}`,
+        { method: 'GET', url: url.toString(), cause });
+    }
+    if (!response.ok) {
+      const text = await response.text().finally(() => this.close());
+      let body = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // not JSON: keep the text
+      }
+      throw errorFromResponse(response.status, response.headers, body, 'GET', url.toString());
+    }
+    if (!(response.headers.get('content-type') || '').startsWith('text/event-stream')) {
+      await response.body?.cancel();
+      this.close();
+      throw new J1mskyError('GET /events/stream did not answer with an event stream',
+        { status: response.status, method: 'GET', url: url.toString() });
+    }
+    this.response = response;
+    this.blocks = this.readBlocks(response);
+    await this.blocks.next(); // the opening block: retry: and the start position
+    return this;
+  }
+
+  /** Drop the connection (iteration may go on: it reconnects). */
+  close() {
+    if (this.controller) {
+      clearTimeout(this.controller.deadlineTimer);
+      this.controller.abort();
+    }
+    this.controller = null;
+    this.response = null;
+  }
+
+  async* [Symbol.asyncIterator]() {
+    let failures = 0;
+    try {
+      while (!this.ended) {
+        let waitMs = this.retryMs;
+        try {
+          await this.connect();
+          failures = 0;
+          yield* this.messages();
+          waitMs = this.retryMs;
+        } catch (error) {
+          if (this.ended) return;
+          if (error instanceof ServerError && error.status === 503 && this.lastEventId) {
+            yield* this.poll((error.retryAfter ?? this.retryMs / 1000) * 1000);
+            waitMs = 0;
+          } else if (error instanceof NetworkError || !(error instanceof J1mskyError)) {
+            failures += 1;
+            if (failures > this.agency.maxRetries) throw error;
+            waitMs = Math.min(this.retryMs * 2 ** (failures - 1), this.agency.backoffMaxMs);
+          } else {
+            throw error;
+          }
+        } finally {
+          this.close();
+        }
+        await sleep(Math.max(0, Math.min(waitMs, this.deadline - Date.now())));
+      }
+    } finally {
+      this.close();
+    }
+  }
+
+  /**
+   * The SSE blocks of a response as {field: value} ({} for a ping); their `retry:`
+   * and `id:` take effect as each block ends.
+   */
+  async* readBlocks(response) {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let fields = {};
+    for await (const chunk of response.body) {
+      buffer += decoder.decode(chunk, { stream: true });
+      const lines = buffer.split(/\r?\n/);
+      buffer = lines.pop();
+      for (const line of lines) {
+        if (line) {
+          const colon = line.indexOf(':');
+          const name = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (name === 'retry' && /^\d+$/.test(value)) this.retryMs = Number(value);
+          else if (name === 'id' || name === 'event') fields[name] = value;
+          else if (name === 'data') fields.data = 'data' in fields ? `${fields.data}\n${value}` : value;
+          continue;
+        }
+        if ('id' in fields) this.lastEventId = fields.id;
+        yield fields;
+        fields = {};
+      }
+    }
+  }
+
+  /** The events of the open connection, until the server ends it. */
+  async* messages() {
+    for await (const fields of this.blocks) {
+      if ('data' in fields) yield JSON.parse(fields.data);
+    }
+  }
+
+  /** The feed from the position for `ms` (the stream refused us); by page, as events(). */
+  async* poll(ms) {
+    const until = Date.now() + ms;
+    for (;;) {
+      const page = await this.agency.eventsPage({ cursor: this.lastEventId, limit: 100 });
+      for (const event of page.data || []) {
+        if (!this.types.length || this.types.includes(event.type)) yield event;
+      }
+      const pagination = page.pagination || {};
+      if (pagination.cursor) this.lastEventId = pagination.cursor;
+      if (pagination.has_more) continue;
+      const pause = Math.min(until, this.deadline) - Date.now();
+      if (pause <= 0 || this.ended) return;
+      await sleep(Math.min(1000, pause));
+    }
+  }
 }
 
 /** agency.webhooks: register and inspect webhooks (admin:write). */
@@ -630,6 +844,7 @@ module.exports = {
   FINISHED,
   Agency,
   Agent,
+  LiveEvents,
   Result,
   Webhooks,
   Keys,

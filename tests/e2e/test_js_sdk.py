@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 SDK_TESTS = REPO / "sdk" / "js" / "test"
 
 # rate_limits.spawn counts per key, with one value for every key: the JS tests spawn about
-# 20 agents with the main key, and the limited key spawns until its own counter answers 429.
+# 32 agents with the main key, and the limited key spawns until its own counter answers 429.
 # opus runs on a slow simulated provider so that a cancel always finds it still waiting or
 # running (the other models answer at once).
-SPAWN_LIMIT = 30
+SPAWN_LIMIT = 45
 SLOW_SECONDS = 5
 
 
@@ -29,6 +29,8 @@ def sdk_config() -> dict:
         providers={"slow": {"kind": "simulated", "hourly": 1000, "delay": SLOW_SECONDS}},
         models=models,
         agents={"workers": 4, "shutdown_grace_seconds": 1, "max_concurrent_per_key": 100},
+        # short streams: the stream tests cross the server's closes and resume
+        streams={"max_seconds": 1, "heartbeat_seconds": 0.5, "retry_seconds": 0.1},
         rate_limits={"spawn": f"{SPAWN_LIMIT}/hour", "agent": "100000/hour",
                      "agents": "100000/hour", "per_ip": "100000/minute"},
         security={"auth_failures_to_block": 1000},

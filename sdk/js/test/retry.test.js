@@ -220,10 +220,10 @@ test('network failures and timeouts are NetworkErrors, retried first', async (t)
   });
 });
 
-test('waitForCompletion polls until the agent finishes', async (t) => {
+test('waitForCompletion polls until the agent finishes where no event stream opens', async (t) => {
   const running = { status: 200, body: { agent_id: 'subagent_1_1', status: 'running' } };
   const server = await scripted([
-    SPAWNED, running, running,
+    SPAWNED, { status: 404, body: apiError(404, 'Not found') }, running, running,
     { status: 200, body: { agent_id: 'subagent_1_1', status: 'failed', result: null, error: 'Timed out', cost: 0.01, usage: { input_tokens: 3, output_tokens: 0 } } },
   ]);
   t.after(server.close);
@@ -235,6 +235,8 @@ test('waitForCompletion polls until the agent finishes', async (t) => {
   assert.equal(result.ok, false);
   assert.equal(result.cost, 0.01);
   assert.deepEqual(result.usage, { input_tokens: 3, output_tokens: 0 });
-  assert.equal(server.requests.length, 4);
-  assert.ok(server.requests.slice(1).every((r) => r.method === 'GET' && r.url === '/api/agent/subagent_1_1'));
+  assert.equal(server.requests.length, 5);
+  assert.match(server.requests[1].url, /^\/api\/events\/stream\?type=agent\.completed/);
+  assert.equal(server.requests[1].headers.accept, 'text/event-stream');
+  assert.ok(server.requests.slice(2).every((r) => r.method === 'GET' && r.url === '/api/agent/subagent_1_1'));
 });
