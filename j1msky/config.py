@@ -161,6 +161,13 @@ class RetentionSchema(Schema):
     events_days = Int(validate=validate.Range(min=1))
 
 
+class StreamsSchema(Schema):
+    max_open = Int(allow_none=True, validate=NonNegative)  # None: half of server.threads
+    max_seconds = Num(validate=Positive)
+    heartbeat_seconds = Num(validate=Positive)
+    retry_seconds = Num(validate=NonNegative)
+
+
 class LegacySchema(Schema):
     sunset = fields.Date()
 
@@ -188,6 +195,7 @@ class ConfigSchema(Schema):
     webhooks = fields.Nested(WebhooksSchema)
     audit = fields.Nested(AuditSchema)
     retention = fields.Nested(RetentionSchema)
+    streams = fields.Nested(StreamsSchema)
     legacy_v3 = fields.Nested(LegacySchema)
     dashboard = fields.Nested(DashboardSchema)
 
@@ -217,6 +225,10 @@ class ConfigSchema(Schema):
         agents = data.get("agents", {})
         if agents.get("default_timeout", 0) > agents.get("max_timeout", float("inf")):
             errors["agents.default_timeout"] = ["must not exceed agents.max_timeout"]
+        threads = data.get("server", {}).get("threads", 1)
+        if (data.get("streams", {}).get("max_open") or 0) > threads // 2:
+            errors["streams.max_open"] = [f"must not exceed half of server.threads ({threads // 2}):"
+                                          " streams would hold the threads other requests need"]
         if errors:
             raise ValidationError(errors)
 

@@ -232,6 +232,17 @@ OPERATIONS = {
     "events.feed": Op(ok={200: obj({"data": {"type": "array", "items": EVENT}, **PAGE},
                                    ["data", "pagination", "links"])}, errors=(400,),
                       query=list_query(EVENT_FIELDS, {"type": ("type", "eq")}, feed=True)),
+    "events.live": Op(
+        ok={200: {"description": "Server-Sent Events: `retry:`, then per event `id:` (the feed's"
+                                 " cursor), `event:` (its type), `data:` (the event as GET"
+                                 " /events shows it); `: ping` comments while quiet; ends after"
+                                 " streams.max_seconds (reconnect with Last-Event-ID)",
+                  "content": {"text/event-stream": {"schema": STR}}}},
+        errors=(400, 503),
+        query=(query("type", STR, "Event types, comma-separated (default: all)"),
+               query("cursor", STR, "Start after this feed cursor (Last-Event-ID wins)"),
+               {"name": "Last-Event-ID", "in": "header", "schema": STR, "required": False,
+                "description": "Resume after this event id (default: from now)"})),
     "keys.create_key": Op(ok={201: NEW_KEY}, errors=(400,), body=s.KeyCreateRequest),
     "keys.list_keys": Op(ok={200: listing(KEY)}),
     "keys.rotate_key": Op(ok={201: {**NEW_KEY, "properties": {

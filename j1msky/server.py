@@ -6,6 +6,8 @@ import ssl
 
 from gunicorn.app.base import BaseApplication
 
+from .services.stream import end_streams_on_sigterm
+
 log = logging.getLogger("j1msky")
 
 
@@ -49,6 +51,7 @@ def run(host: str, port: int, threads: int, tls: tuple[str, str] | None = None) 
         "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
         "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
         "loglevel": "info", "worker_exit": worker_exit, "control_socket_disable": True,
+        "post_worker_init": end_streams_on_sigterm,
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
     }
     if tls:

@@ -24,6 +24,9 @@ def config_for_tests(**sections) -> dict:
         "provider_calls": {"retries": 2, "backoff_base": 0.01, "backoff_max": 0.05,
                            "simulated_delay": 0},
         "agents": {"workers": 2, "shutdown_grace_seconds": 2},
+        # A live event stream holds its caller until it ends: short ones keep the in-process
+        # fuzzing (test_openapi) quick. Tests of streams set their own.
+        "streams": {"max_seconds": 0.1},
         "legacy_v3": {"sunset": "2099-01-01"},
     }
     for name, value in sections.items():

@@ -118,9 +118,19 @@ class ListQuery:
     def next_cursor(self, sort_value: Any, last_id: int) -> str:
         """The opaque cursor for the rows after one with these values."""
         if self.feed:
-            return _encode({"a": last_id})
+            return feed_cursor(last_id)
         return _encode({"s": self.sort.name, "d": int(self.sort.desc),
                         "v": sort_value, "i": last_id, "h": self.fingerprint})
+
+
+def feed_cursor(last_id: int) -> str:
+    """A feed's opaque cursor: the position after the row with this id."""
+    return _encode({"a": last_id})
+
+
+def parse_feed_cursor(text: str) -> int:
+    """The id a feed cursor stands after, or ListError."""
+    return _parse_cursor(text, None, "", feed=True).last_id
 
 
 def parse_list_args(args: Mapping[str, str], fields: dict[str, Field], *,
