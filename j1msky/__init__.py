@@ -30,6 +30,7 @@ def instance_folder() -> str:
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; nothing starts here (see start_background)."""
     from . import api, auth, dashboard, db, errors, ipguard, ratelimit
+    from .api.common import JSONProvider
     from .config import ConfigStore
     from .services.crypto import DataKey
     from .services.keys import load_master_secret
@@ -42,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(DATABASE=os.path.join(instance, "j1msky.sqlite3"),
                             CONFIG_PATH=os.path.join(instance, "config.json"))
     app.config.update(test_config)
+    app.json = JSONProvider(app)  # request.get_json with bounded nesting
     app.json.sort_keys = False
 
     store = ConfigStore(app.config["CONFIG_PATH"])

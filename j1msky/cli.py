@@ -1,4 +1,4 @@
-"""The j1msky command: init, keys, login-link, serve, purge, backup (built on Flask's CLI)."""
+"""The j1msky command: init, keys, blocks, login-link, serve, purge, backup (built on Flask's CLI)."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,10 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup
 
-from . import create_app, instance_folder, scheduler
+from . import create_app, instance_folder, ipguard, scheduler
 from .config import ConfigError, example_text, load_file
 from .db import get_db, transaction
-from .services import catalog, keys, sessions
+from .services import catalog, clock, keys, sessions
 
 log = logging.getLogger("j1msky")
 
@@ -147,6 +147,31 @@ def login_link(key_id):
     click.echo(f"http://{host}:{server['port']}/login/link/{token}")
     click.echo(f"Open it within {sessions.LINK_MINUTES} minutes; it works once"
                f" (signs in as {key['name']}, {key['prefix']}…).", err=True)
+
+
+@cli.group("blocks")
+def blocks_group():
+    """List and lift blocked addresses (the running service sees a change within a second)."""
+
+
+@blocks_group.command("list")
+def blocks_list():
+    """The blocks in force: address, source (manual|auth_failures), end, reason."""
+    for row in ipguard.active_blocks(get_db()):
+        until = clock.iso_out(row["expires_at"]) or "until removed"
+        click.echo(f"{row['ip']}  {row['source']}  {until}  {row['reason']}")
+
+
+@blocks_group.command("remove")
+@click.argument("ip")
+def blocks_remove(ip):
+    """Lift the block on IP, whatever made it."""
+    address = ipguard.parse_ip(ip)
+    if address is None:
+        fail(f"'{ip}' is not an IP address")
+    if not ipguard.unblock(get_db(), str(address)):
+        fail(f"{address} is not blocked")
+    click.echo(f"Unblocked {address}")
 
 
 def run_key_op(op):

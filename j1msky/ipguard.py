@@ -3,10 +3,13 @@
 Its before_request hook is the first of the app, ahead of the per-IP rate limit and
 authentication, and runs for every request, unknown routes included. `client_ip()` is the
 one place that decides the caller's address (the rate limiter asks it too).
+
+A manual block refuses everything from the address. An automatic one (after repeated
+authentication failures) refuses only requests without a valid credential, so a fuzzer or
+a mistyped key on the owner's machine cannot lock the owner's valid key out.
 """
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import functools
 import ipaddress
@@ -28,11 +31,14 @@ log = logging.getLogger(__name__)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 AUTO_BLOCK_REASON = "repeated authentication failures"
+AUTO_BLOCK_SOURCE = "auth_failures"
+AUTO_BLOCKED_MESSAGE = ("IP blocked after repeated authentication failures: only requests"
+                        " with a valid API key are accepted")
 # Refusals are recorded at most once per address and kind in this many seconds, so a
 # refused client hammering the service cannot turn each request into a database write
 # and a webhook delivery.
 VIOLATION_REPEAT_SECONDS = 60.0
-TRACKED_ADDRESSES = 10_000  # past this, stale failure counts and report times are dropped
+TRACKED_ADDRESSES = 10_000  # past this, stale report times are dropped
 
 
 # -- addresses ---------------------------------------------------------------------------
@@ -150,62 +156,47 @@ def purge_expired(conn: sqlite3.Connection) -> int:
 
 
 class Guard:
-    """One app's in-memory state: a copy of blocked_ips, auth failure counts, report times.
+    """One app's in-memory state: a copy of blocked_ips and violation report times.
 
     The blocked copy is reloaded at most every REFRESH seconds, and on the next request
     after a change made through this process; a change by another process (the CLI) is
     seen within REFRESH seconds. Expiry is decided per request against the clock."""
 
-    REFRESH = 2.0
+    REFRESH = 1.0
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.blocked: dict[str, str | None] = {}  # ip -> expires_at (None: no end)
+        self.blocked: dict[str, tuple[str | None, str]] = {}  # ip -> (expires_at, source)
         self.loaded_at = -math.inf
         self.generation = 0  # bumped by every change; a reload that raced one is stale
         self.loaded_generation = -1
-        self.failures: dict[str, collections.deque] = {}
         self.reported: dict[tuple[str, str], float] = {}
 
     def changed(self) -> None:
         self.generation += 1
 
-    def is_blocked(self, ip: str) -> bool:
+    def block_source(self, ip: str) -> str | None:
+        """The source (manual|auth_failures) of the block in force on ip, or None."""
         if self.loaded_generation != self.generation \
                 or time.monotonic() - self.loaded_at >= self.REFRESH:
             self.reload()
-        if ip not in self.blocked:
-            return False
-        expires_at = self.blocked[ip]
-        return expires_at is None or expires_at > clock.now_iso()
+        expires_at, source = self.blocked.get(ip, (None, None))
+        if source is None or (expires_at is not None and expires_at <= clock.now_iso()):
+            return None
+        return source
 
     def reload(self) -> None:
         conn = get_db()
         with self.lock:
             generation, started = self.generation, time.monotonic()
-            rows = conn.execute("SELECT ip, expires_at FROM blocked_ips").fetchall()
+            rows = conn.execute("SELECT ip, expires_at, source FROM blocked_ips").fetchall()
             now = clock.now_iso()
-            active = {r["ip"]: r["expires_at"] for r in rows
+            active = {r["ip"]: (r["expires_at"], r["source"]) for r in rows
                       if r["expires_at"] is None or r["expires_at"] > now}
             self.blocked = active
             self.loaded_at, self.loaded_generation = started, generation
         if len(active) < len(rows):
             purge_expired(conn)  # outside the lock: it waits for the database's write lock
-
-    def count_failure(self, ip: str, now: dt.datetime, window: dt.timedelta,
-                      limit: int) -> int:
-        """Record a failure; the number in the window when it reaches limit (then forgotten), else 0."""
-        with self.lock:
-            if len(self.failures) > TRACKED_ADDRESSES:
-                self.failures = {a: t for a, t in self.failures.items() if t[-1] > now - window}
-            times = self.failures.setdefault(ip, collections.deque())
-            times.append(now)
-            while times[0] <= now - window:
-                times.popleft()
-            if len(times) < limit:
-                return 0
-            del self.failures[ip]
-            return len(times)
 
     def should_report(self, kind: str, ip: str) -> bool:
         now = time.monotonic()
@@ -243,6 +234,22 @@ def violation(kind: str, **data) -> None:
     log.warning("security violation %s: %s", kind, data)
 
 
+def count_failure(conn: sqlite3.Connection, ip: str, window: dt.timedelta, limit: int) -> int:
+    """Record a failed authentication from ip (table auth_failures, so restarts keep it);
+    the number inside the window once it reaches limit (then they are forgotten), else 0."""
+    now = clock.now()
+    with transaction(conn):
+        conn.execute("DELETE FROM auth_failures WHERE failed_at <= ?", (clock.iso(now - window),))
+        conn.execute("INSERT INTO auth_failures (ip, failed_at) VALUES (?, ?)",
+                     (ip, clock.iso(now)))
+        failures = conn.execute("SELECT count(*) FROM auth_failures WHERE ip = ?",
+                                (ip,)).fetchone()[0]
+        if failures < limit:
+            return 0
+        conn.execute("DELETE FROM auth_failures WHERE ip = ?", (ip,))
+    return failures
+
+
 def auth_failed() -> None:
     """Count a failed authentication from the client's address; enough of them inside
     security.auth_failure_window_seconds block it for security.auto_block_hours."""
@@ -250,12 +257,12 @@ def auth_failed() -> None:
     if parse_ip(ip) is None:
         return
     settings = current_config()["security"]
-    failures = guard().count_failure(
-        ip, clock.now(), dt.timedelta(seconds=settings["auth_failure_window_seconds"]),
-        settings["auth_failures_to_block"])
+    failures = count_failure(get_db(), ip,
+                             dt.timedelta(seconds=settings["auth_failure_window_seconds"]),
+                             settings["auth_failures_to_block"])
     if not failures:
         return
-    blocked = block(get_db(), ip, AUTO_BLOCK_REASON, "auth_failures",
+    blocked = block(get_db(), ip, AUTO_BLOCK_REASON, AUTO_BLOCK_SOURCE,
                     settings["auto_block_hours"], replace=False)
     violation("ip_auto_blocked", ip=ip, failures=failures,
               expires_at=clock.iso_out(blocked["expires_at"]),
@@ -264,11 +271,30 @@ def auth_failed() -> None:
 
 # -- the request hook --------------------------------------------------------------------
 
+def carries_valid_credential() -> bool:
+    """Whether the request presents a credential that authenticates: an API key in either
+    header, or the console's session cookie or sign-in form; the one place to teach about
+    other credentials."""
+    from .auth import load_caller  # auth imports this module
+    from .dashboard import signin  # so does the console
+    try:
+        load_caller(legacy=True)
+    except APIError:
+        return signin.carries_valid_credential()
+    return True
+
+
 def check_request() -> None:
-    """Refuse blocked addresses, then addresses outside an enforced allow list."""
+    """Refuse blocked addresses (an automatic block lets valid credentials through), then
+    addresses outside an enforced allow list."""
     ip = client_ip()
-    if guard().is_blocked(ip):
+    source = guard().block_source(ip)
+    if source == AUTO_BLOCK_SOURCE and carries_valid_credential():
+        source = None
+    if source is not None:
         violation("ip_blocked", ip=ip, path=request.path, method=request.method)
+        if source == AUTO_BLOCK_SOURCE:  # 401: what is missing is a valid credential
+            raise APIError(401, AUTO_BLOCKED_MESSAGE, your_ip=ip)
         raise APIError(403, "IP blocked", your_ip=ip)
     settings = current_config()["security"]
     if settings["enforce"] and settings["allowed_ips"] \

@@ -192,6 +192,16 @@ CREATE INDEX audit_event ON audit_log (event, id);
 CREATE INDEX audit_key ON audit_log (api_key_id, id);
 CREATE INDEX audit_resource ON audit_log (resource_id);
 
+-- One row per failed authentication (ipguard.auth_failed), so a restart does not reset
+-- a brute-force window; rows older than the window are deleted as failures come in, and
+-- an address's rows when it is blocked.
+CREATE TABLE auth_failures (
+    ip        TEXT NOT NULL,
+    failed_at TEXT NOT NULL
+);
+CREATE INDEX auth_failures_ip ON auth_failures (ip, failed_at);
+CREATE INDEX auth_failures_time ON auth_failures (failed_at);
+
 -- A signed-in browser. The cookie holds a random id; only its hash is stored. The key
 -- is re-checked on every request, so revoking it ends its sessions at once.
 CREATE TABLE console_sessions (

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from j1msky.ipguard import resolve_client_ip
+from j1msky.ipguard import AUTO_BLOCKED_MESSAGE, resolve_client_ip
 from j1msky.services import clock
 from tests.helpers import config_for_tests, configure
 
@@ -388,13 +388,20 @@ def bad_key(address: str) -> dict:
     return {"headers": {"Authorization": "Bearer live_sk_" + "x" * 32}, **at(address)}
 
 
+def assert_auto_blocked(response, ip: str):
+    assert response.status_code == 401
+    assert response.json == {"success": False, "error": {
+        "code": 401, "message": AUTO_BLOCKED_MESSAGE,
+        "request_id": response.headers["X-Request-Id"], "your_ip": ip}}
+
+
 def test_repeated_auth_failures_block_that_address_only(app, client, admin):
     configure(app, security={"auth_failures_to_block": 3, "auto_block_hours": 2})
     freeze(dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc))
     attacker = "203.0.113.9"
     assert [client.get("/api/health", **bad_key(attacker)).status_code
             for _ in range(3)] == [401, 401, 401]
-    assert_refused(health(client, admin, attacker), "IP blocked", attacker)
+    assert_auto_blocked(client.get("/api/health", **bad_key(attacker)), attacker)
     assert health(client, admin, "203.0.113.10").status_code == 200
     assert blocked_rows(app) == [(attacker, "repeated authentication failures", "auth_failures",
                                   "2026-03-01T14:00:00.000000Z")]
@@ -402,6 +409,61 @@ def test_repeated_auth_failures_block_that_address_only(app, client, admin):
     assert auto == {"kind": "ip_auto_blocked", "ip": attacker, "failures": 3,
                     "expires_at": "2026-03-01T14:00:00Z", "path": "/api/health", "method": "GET"}
     assert refused["kind"] == "ip_blocked"
+
+
+def test_an_automatic_block_never_stops_a_valid_key(app, client, admin):
+    """The owner's fuzzer or typo blocks the address, not the owner's own valid key."""
+    configure(app, security={"auth_failures_to_block": 3})
+    me = "192.168.1.20"
+    for _ in range(3):
+        client.get("/api/health", **bad_key(me))
+    assert health(client, admin, me).status_code == 200
+    listed = client.get("/api/security/blocked-ips", headers=admin.headers, **at(me))
+    assert listed.status_code == 200 and listed.json["data"][0]["ip"] == me
+    legacy = client.get("/api/status?agent_id=nope", headers={"X-API-Key": admin.key}, **at(me))
+    assert legacy.status_code == 404  # the v3 header is a valid credential too
+    # Without a valid credential nothing gets through, not even the routes that need none,
+    # and the refused attempts are not counted towards anything further.
+    assert_auto_blocked(client.get("/api/health", **bad_key(me)), me)
+    assert_auto_blocked(client.get("/api/openapi.json", **at(me)), me)
+    assert_auto_blocked(client.get("/api/nowhere", **at(me)), me)
+    assert_auto_blocked(client.get("/api/health", headers={"X-API-Key": "live_sk_" + "y" * 32},
+                                   **at(me)), me)
+    assert failure_rows(app) == []
+    lifted = client.delete(f"/api/security/blocked-ips/{me}", headers=admin.headers, **at(me))
+    assert lifted.status_code == 200
+    assert client.get("/api/health", **bad_key(me)).json["error"]["message"] == "Invalid API key"
+
+
+def test_a_manual_block_stops_valid_keys_even_over_an_automatic_one(app, client, admin):
+    configure(app, security={"auth_failures_to_block": 2})
+    for _ in range(2):
+        client.get("/api/health", **bad_key("203.0.113.9"))
+    assert health(client, admin, "203.0.113.9").status_code == 200
+    assert client.post("/api/security/block-ip", headers=admin.headers,
+                       json={"ip": "203.0.113.9", "reason": "probing"}).status_code == 201
+    assert_refused(health(client, admin, "203.0.113.9"), "IP blocked", "203.0.113.9")
+    assert [r[2] for r in blocked_rows(app)] == ["manual"]
+
+
+def failure_rows(app) -> list[tuple]:
+    conn = sqlite3.connect(app.config["DATABASE"])
+    rows = conn.execute("SELECT ip, failed_at FROM auth_failures ORDER BY rowid").fetchall()
+    conn.close()
+    return rows
+
+
+def test_auth_failure_counts_survive_a_restart(app, client, admin, instance, client_for):
+    configure(app, security={"auth_failures_to_block": 3, "auth_failure_window_seconds": 300})
+    for _ in range(2):
+        assert client.get("/api/health", **bad_key("203.0.113.9")).status_code == 401
+    assert [ip for ip, _ in failure_rows(app)] == ["203.0.113.9"] * 2
+    restarted = client_for(instance)  # a new app, as after a restart: nothing in memory
+    refused = restarted.get("/api/health", **bad_key("203.0.113.9"))
+    assert refused.json["error"]["message"] == "Invalid API key"  # the third failure
+    assert_auto_blocked(restarted.get("/api/health", **bad_key("203.0.113.9")), "203.0.113.9")
+    assert [r[2] for r in blocked_rows(app)] == ["auth_failures"]
+    assert failure_rows(app) == []  # forgotten once they blocked the address
 
 
 def test_auth_failures_outside_the_window_do_not_add_up(app, client, admin):
@@ -429,8 +491,38 @@ def test_automatic_block_lapses_and_is_cleaned_up(app, client, admin, monkeypatc
     now = freeze(dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc))
     for _ in range(2):
         client.get("/api/health", **bad_key("203.0.113.9"))
-    assert health(client, admin, "203.0.113.9").status_code == 403
+    assert_auto_blocked(client.get("/api/health", **at("203.0.113.9")), "203.0.113.9")
     now[0] += dt.timedelta(hours=1, seconds=1)
-    assert health(client, admin, "203.0.113.9").status_code == 200
+    assert client.get("/api/health", **at("203.0.113.9")).json["error"]["message"] \
+        .startswith("Missing API key")
     assert client.get("/api/security/blocked-ips", headers=admin.headers).json["count"] == 0
     assert blocked_rows(app) == []  # expired rows are deleted when the copy reloads
+
+
+# -- j1msky blocks ---------------------------------------------------------------------------
+
+def test_blocks_commands_list_and_remove(app, client, admin, cli_runner):
+    from j1msky.cli import cli
+    freeze(dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc))
+    client.post("/api/security/block-ip", headers=admin.headers,
+                json={"ip": "2001:DB8::7", "reason": "probing", "duration_hours": 2})
+    client.post("/api/security/block-ip", headers=admin.headers, json={"ip": "10.0.0.9"})
+    listed = cli_runner.invoke(cli, ["blocks", "list"])
+    assert listed.exit_code == 0
+    assert listed.output == ("10.0.0.9  manual  until removed  manual\n"
+                             "2001:db8::7  manual  2026-03-01T14:00:00Z  probing\n")
+    removed = cli_runner.invoke(cli, ["blocks", "remove", "2001:db8:0::7"])  # any spelling
+    assert removed.exit_code == 0 and removed.output == "Unblocked 2001:db8::7\n"
+    assert health(client, admin, "2001:db8::7").status_code == 200
+    assert [r[0] for r in blocked_rows(app)] == ["10.0.0.9"]
+
+
+@pytest.mark.parametrize("ip, error", [("nonsense", "'nonsense' is not an IP address"),
+                                       ("10.0.0.0/8", "'10.0.0.0/8' is not an IP address"),
+                                       ("10.0.0.1", "10.0.0.1 is not blocked")])
+def test_blocks_remove_refuses_what_it_cannot_lift(app, client, admin, cli_runner, ip, error):
+    from j1msky.cli import cli
+    client.post("/api/security/block-ip", headers=admin.headers, json={"ip": "10.0.0.9"})
+    result = cli_runner.invoke(cli, ["blocks", "remove", ip])
+    assert result.exit_code == 1 and result.output == f"Error: {error}\n"
+    assert [r[0] for r in blocked_rows(app)] == ["10.0.0.9"]

@@ -62,6 +62,9 @@ def security_headers(response):
 def error_page(status: int, message: str):
     if request.path.startswith("/live/"):
         return message, status
+    if status == 401 and request.endpoint == "dashboard.signin.login":
+        # An automatic block: the sign-in form still takes a valid key.
+        return render_template("login.html", error=message), status
     return render_template("error.html", status=status, message=message), status
 
 

@@ -50,6 +50,23 @@ def load_session():
     return response
 
 
+def carries_valid_credential() -> bool:
+    """A live session cookie, or a sign-in form holding a usable key (ipguard lets these
+    through an automatic block, so the owner's mistyped keys cannot lock the owner out)."""
+    token = request.cookies.get(COOKIE)
+    if token:
+        with transaction(get_db()) as conn:
+            if sessions.resume(conn, token, current_config()["dashboard"]) is not None:
+                return True
+    if request.method == "POST" and request.endpoint == "dashboard.signin.login":
+        try:
+            auth.check_key(request.form.get("key", "").strip())
+        except APIError:
+            return False
+        return True
+    return False
+
+
 def signed_in(key_id: str):
     """Start a session for the key and send the browser on to `next`."""
     old = request.cookies.get(COOKIE)

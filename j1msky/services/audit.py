@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from ..config import AUDIT_EVENTS
-from . import clock, privacy
+from . import clock, jsontext, privacy
 
 EVENTS = AUDIT_EVENTS
 SEVERITIES = ("info", "warning", "critical")
@@ -199,7 +199,7 @@ def body_text(body: Any) -> str | None:
         body = bytes(body).decode("utf-8", "replace")
     if isinstance(body, str):
         try:
-            body = json.loads(body)
+            body = jsontext.loads(body)
         except ValueError:
             return ASSIGNMENT.sub(rf"\1\2{REDACTED}", scrub_text(body))[:MAX_TEXT]
     return json.dumps(scrub(body), default=str)[:MAX_TEXT]
@@ -208,7 +208,7 @@ def body_text(body: Any) -> str | None:
 def parsed(text: str) -> Any:
     """A stored body as JSON when it is JSON, else as the text it is."""
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except ValueError:
         return text
 

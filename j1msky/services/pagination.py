@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from . import jsontext
+
 KINDS = ("str", "int", "float", "time", "money")
 COMPARE = {"eq": "=", "ne": "IS NOT", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 LIKE = {"contains": "%{}%", "starts_with": "{}%", "ends_with": "%{}"}
@@ -227,8 +229,10 @@ def _keyset(sort: Sort, id_column: str, cursor: Cursor) -> tuple[str, list]:
 def _parse_filter(text: str, fields: dict[str, Field],
                   shorthands: dict[str, tuple[str, str]]) -> list[tuple[str, list]]:
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = jsontext.loads(text)
+    except jsontext.TooDeep as exc:
+        raise _fail("filter", f"filter: {exc}") from None
+    except ValueError:
         data = None
     if not isinstance(data, dict):
         raise _fail("filter", "filter must be a JSON object")

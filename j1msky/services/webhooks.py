@@ -3,6 +3,10 @@
 Deliveries are written in the transaction of the event they announce and sent by the
 Dispatcher thread: at least once, Standard Webhooks signatures, growing delays for
 about a day, one delivery in flight per webhook so a dead receiver delays only itself.
+
+A delivery resolves the receiver's name once, checks the addresses, and connects to the
+checked one (the name stays in Host and in TLS SNI and certificate checks), so a name
+that resolves elsewhere a moment later (DNS rebinding) cannot reach a refused network.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ import socket
 import sqlite3
 import threading
 import time
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from .. import metrics
 from ..config import current as current_config
@@ -37,12 +43,33 @@ wake = threading.Event()  # set after an event commits: deliver it now, not at t
 
 
 _local = threading.local()
+Resolver = Callable[[str, int], list[str]]  # (host, port) -> its addresses
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses of host, from the system resolver (the production Resolver)."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects to the address in the URL (the checked one); for https, SNI and the
+    certificate check use the name in the Host header instead."""
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert)
+        if host_params["scheme"] == "https":
+            name = urlsplit("//" + request.headers["Host"]).hostname
+            pool_kwargs.update(server_hostname=name, assert_hostname=name)
+        return host_params, pool_kwargs
 
 
 def session() -> requests.Session:
     """This sending thread's Session: connections to a receiver are kept alive."""
     if not hasattr(_local, "session"):
         _local.session = requests.Session()
+        _local.session.mount("http://", PinnedAdapter())
+        _local.session.mount("https://", PinnedAdapter())
     return _local.session
 
 
@@ -50,20 +77,23 @@ class Refused(Exception):
     """The destination is not allowed (checked again after DNS resolution at delivery)."""
 
 
-def check_destination(url: str, config: dict) -> None:
+def check_destination(url: str, config: dict, resolver: Resolver = resolve) -> str:
     """http(s) only; loopback and link-local (and private, when denied) refused unless
-    inside webhooks.allowed_networks. Raises Refused with the reason."""
+    inside webhooks.allowed_networks. Returns the address to connect to (the first of
+    the host's, all of which passed); raises Refused with the reason."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused("URL must be an absolute http or https URL")
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError, ValueError):
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))]
+    except (OSError, UnicodeError, ValueError):
         raise Refused(f"cannot resolve host '{parts.hostname}'") from None
+    if not addresses:
+        raise Refused(f"cannot resolve host '{parts.hostname}'")
     rules = config["webhooks"]
     allowed = [ipaddress.ip_network(n, strict=False) for n in rules["allowed_networks"]]
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+    for address in addresses:
         if any(address in network for network in allowed):
             continue
         if address.is_loopback or address.is_link_local or address.is_unspecified \
@@ -72,6 +102,19 @@ def check_destination(url: str, config: dict) -> None:
                           " address (add it to webhooks.allowed_networks to allow it)")
         if rules["deny_private_networks"] and address.is_private:
             raise Refused(f"'{parts.hostname}' resolves to {address}, a private address")
+    return str(addresses[0])
+
+
+def pinned(url: str, address: str) -> tuple[str, str]:
+    """(url with its host replaced by address, the Host header the url implies)."""
+    parts = urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if userinfo:
+        netloc = f"{userinfo}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc)), host
 
 
 def hmac_key(secret: str) -> bytes:
@@ -233,20 +276,23 @@ def attempt(conn: sqlite3.Connection, config: dict, master: bytes, delivery_id: 
     record(conn, config, row, status, error, int((time.monotonic() - started) * 1000))
 
 
-def post(url: str, secret: str, msg_id: str, body: str,
-         config: dict) -> tuple[int | None, str | None]:
-    """POST the payload, signed; (status code, error). Redirects are not followed."""
+def post(url: str, secret: str, msg_id: str, body: str, config: dict,
+         resolver: Resolver = resolve) -> tuple[int | None, str | None]:
+    """POST the payload, signed, to the address checked; (status code, error).
+    Redirects are not followed."""
     try:
-        check_destination(url, config)
+        address = check_destination(url, config, resolver)
     except Refused as exc:
         return None, f"destination refused: {exc}"
+    target, host = pinned(url, address)
     timestamp = int(time.time())
-    headers = {"content-type": "application/json", "user-agent": "j1msky-webhooks/4.0",
+    headers = {"host": host, "content-type": "application/json",
+               "user-agent": "j1msky-webhooks/4.0",
                "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                "webhook-signature": signature(secret, msg_id, timestamp, body)}
     timeout = config["webhooks"]["timeout_seconds"]
     try:
-        response = session().post(url, data=body.encode(), headers=headers, timeout=timeout,
+        response = session().post(target, data=body.encode(), headers=headers, timeout=timeout,
                                   allow_redirects=False)
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {str(exc)[:200]}"

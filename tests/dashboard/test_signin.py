@@ -88,13 +88,30 @@ def test_a_bad_key_gets_one_generic_message_and_no_session(app, browser, keys, c
     assert session_rows(app) == []
 
 
-def test_failed_sign_ins_count_toward_the_auto_block(app, browser, admin):
+def blocked_addresses(app) -> list[str]:
+    conn = sqlite3.connect(app.config["DATABASE"])
+    try:
+        return [r[0] for r in conn.execute("SELECT ip FROM blocked_ips")]
+    finally:
+        conn.close()
+
+
+def test_failed_sign_ins_count_toward_the_auto_block(app, browser, admin, client):
     configure(app, security={"auth_failures_to_block": 3})
+    signed_in = Browser(app.test_client())
+    signed_in.sign_in(admin)
     for _ in range(3):
         assert browser.post("/login", {"key": "live_sk_" + "z" * 43}).status_code == 401
-    refused = browser.post("/login", {"key": admin.key})
-    assert refused.status_code == 403
-    assert "IP blocked" in page_text(refused)
+    assert blocked_addresses(app) == ["127.0.0.1"]
+    refused = browser.post("/login", {"key": "live_sk_" + "z" * 43})
+    assert refused.status_code == 401 and "blocked" in page_text(refused).lower()
+    form = browser.get("/login")
+    assert form.status_code == 401 and 'name="key"' in page_text(form)
+    assert client.get("/api/health").status_code == 401
+    # An automatic block never stops a valid credential: a session, or the right key.
+    assert signed_in.get("/agents").status_code == 200
+    assert browser.post("/login", {"key": admin.key}).status_code == 302
+    assert browser.get("/").status_code == 200
 
 
 @pytest.mark.parametrize("target", ["//evil.example", "https://evil.example/x", "/\\evil.example",
