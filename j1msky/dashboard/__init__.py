@@ -14,6 +14,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from ..errors import APIError
+from ..services import events
 from ..services.pagination import ListError
 from . import agents, assets, keys, overview, signin
 from .common import SCOPE_PAGES, has_scope
@@ -101,6 +102,8 @@ def init_app(app: Flask) -> None:
                       SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None,
                       WTF_CSRF_CHECK_DEFAULT=False)
     csrf.init_app(app)
-    app.jinja_env.globals.update(asset=assets.asset_url, has_scope=has_scope,
-                                 scope_pages=SCOPE_PAGES)
+    app.jinja_env.globals.update(
+        asset=assets.asset_url, has_scope=has_scope, scope_pages=SCOPE_PAGES,
+        event_types=events.TYPES,
+        agent_event_types=[t for t in events.TYPES if t.startswith("agent.")])
     app.register_blueprint(bp)

@@ -1,10 +1,12 @@
-"""/ : spend against budget, forecast, provider windows, the Pi's vitals, agents, events."""
+"""/ : spend against budget, forecast, provider windows, the Pi's vitals, agents, events;
+and the session-authenticated events stream the live views listen to."""
 from __future__ import annotations
 
 import json
 
 from flask import Blueprint, current_app, render_template
 
+from ..api.events import event_stream
 from ..config import current as current_config
 from ..db import get_db
 from ..services import budget, clock, host, limits
@@ -46,3 +48,10 @@ def index():
 def live():
     """The overview's body, which app.js swaps in every couple of seconds."""
     return render_template("partials/overview_body.html", **snapshot())
+
+
+@bp.get("/live/events")
+@needs("agents:read")
+def events():
+    """The events stream of GET /api/events/stream, for this session's live views."""
+    return event_stream()

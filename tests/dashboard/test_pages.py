@@ -282,3 +282,18 @@ def test_revoking_a_key_in_the_console_signs_out_its_browsers(app, owner, keys):
     assert other.get("/agents").status_code == 200
     owner.post(f"/settings/keys/{other_key.key_id}/revoke", {"reason": ""})
     assert other.get("/agents").status_code == 302
+
+
+# -- the live view's events stream ---------------------------------------------------------
+
+def test_the_console_stream_is_the_api_stream_behind_the_session(app, owner, client, admin):
+    configure(app, streams={"max_seconds": 0.3, "heartbeat_seconds": 0.1})
+    assert client.get("/live/events").status_code == 401  # no session
+    assert owner.client.get("/api/events/stream").status_code == 401  # cookie is not a key
+    response = owner.client.get("/live/events?type=agent.spawned")
+    owner.post("/agents/new", spawn_form())
+    assert response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)
+    assert body.startswith("retry: ") and "event: agent.spawned" in body
+    bad = owner.get("/live/events?type=nope")
+    assert bad.status_code == 400 and "unknown event type" in page_text(bad)
