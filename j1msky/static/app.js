@@ -43,6 +43,7 @@ function startLive(panel) {
       if (agent && !["spawning", "running"].includes(agent.dataset.status)) {
         finished = true;
         label.textContent = "finished";
+        panel.classList.remove("stale");
         if (source) source.close();
         return;
       }
@@ -59,12 +60,13 @@ function startLive(panel) {
     source.onopen = function () { failing = false; refresh(); };
     source.onmessage = function () { schedule(100); };
     source.onerror = function () {
-      failing = true;
-      show();
       if (source.readyState === EventSource.CLOSED) {  // refused (busy, signed out): poll
         source = null;
         schedule(2000);
+        return;
       }
+      failing = true;  // the browser retries by itself
+      show();
     };
     // Named events (event: agent.completed, ...) do not reach onmessage: listen to each.
     for (const type of (panel.dataset.eventTypes || "").split(",")) {
