@@ -294,6 +294,7 @@ def test_the_console_stream_is_the_api_stream_behind_the_session(app, owner, cli
     owner.post("/agents/new", spawn_form())
     assert response.mimetype == "text/event-stream"
     body = response.get_data(as_text=True)
+    response.close()  # gives the stream's place back to the gate
     assert body.startswith("retry: ") and "event: agent.spawned" in body
     bad = owner.get("/live/events?type=nope")
     assert bad.status_code == 400 and "unknown event type" in page_text(bad)
