@@ -26,8 +26,10 @@ from .api.agents import SHORTHANDS as AGENT_SHORTHANDS
 from .api.audit import AUDIT_FIELDS, AuditOptionsRequest
 from .api.audit import SHORTHANDS as AUDIT_SHORTHANDS
 from .api.events import EVENT_FIELDS
+from .api.legacy import sunset
 from .config import current as current_config
-from .services.pagination import COMPARE, INT64, LIKE, MAX_IN, MAX_OFFSET
+from .services import clock
+from .services.pagination import COMPARE, INT64, ISO_TIME, LIKE, MAX_IN, MAX_OFFSET
 
 JSON = "application/json"
 V4_PREFIX = "/api/v4/"
@@ -44,7 +46,11 @@ Every path below except the deprecated v3 ones (`POST /api/agent`, `GET /api/sta
   signing also send `X-Timestamp` and `X-Signature` (hex HMAC-SHA256 of
   `"{timestamp}\\n{METHOD}\\n{path[?query]}\\n{body}"`).
 * Errors, on every endpoint, have one shape (`Error`); unknown routes answer 404, wrong
-  methods 405, bodies over the size limit 413.
+  methods 405, bodies over the size limit 413, JSON bodies and `filter` arguments nested
+  more than 32 levels deep 400.
+* A blocked address: a manual block answers 403 to everything; an automatic block (after
+  repeated authentication failures) answers 401 to every request without a valid key, on
+  every endpoint, and lets requests with a valid key through.
 * `Idempotency-Key` on POST/PUT/DELETE replays the first answer for 24 hours
   (`Idempotent-Replayed: true`); the same key with another request is 409.
 * Every response carries `X-Request-Id`; rate-limited ones `X-RateLimit-Limit`,
@@ -134,7 +140,9 @@ def query(name: str, schema: dict, description: str, required: bool = False) -> 
 MONEY_MAX = INT64 / 1_000_000  # dollars; stored as integer micro-dollars
 KINDS = {"str": STR, "int": {**INT, "minimum": 1 - INT64, "maximum": INT64 - 1},
          "float": NUM, "money": {**NUM, "minimum": -MONEY_MAX, "maximum": MONEY_MAX},
-         "time": {**STR, "anyOf": [{"format": "date"}, {"format": "date-time"}]}}
+         "time": {**STR, "pattern": f"^{ISO_TIME.pattern}$",
+                  "description": "ISO 8601 date or date and time (T or a space; Z or"
+                                 " +hh:mm; none: UTC)"}}
 
 
 def filter_value(kind: str) -> dict:
@@ -161,18 +169,20 @@ def list_query(fields_: dict, shorthands: dict, feed: bool = False) -> tuple:
     sorts = ["id"] if feed else [*sortable, *(f"-{n}" for n in sortable)]
     params = [query("limit", {**INT, "minimum": 1, "maximum": 100, "default": 20}, "Page size"),
               query("cursor", {**STR, "pattern": "^[A-Za-z0-9_-]{1,1000}$"},
-                    "Opaque position from pagination.cursor / next_cursor"),
+                    "Opaque position from pagination.cursor / next_cursor of this listing"
+                    " with the same filter and sort; any other value is 400"
+                    + ("" if feed else "; not with offset (400)")),
               query("sort", {**STR, "enum": sorts}, "Field to sort by; prefix - for descending"),
               {"name": "filter", "in": "query", "required": False,
                "content": {JSON: {"schema": filter_schema(fields_, shorthands)}},
                "description": "A JSON object: field -> value, or field -> {operator: value}"}]
     if not feed:
         params.insert(1, query("offset", {**INT, "minimum": 0, "maximum": MAX_OFFSET},
-                               "Rows to skip (not with cursor)"))
+                               "Rows to skip; not with cursor (400)"))
     for name, (target, op) in shorthands.items():
         params.append(query(name, KINDS[fields_[target].kind],
                             f"Shorthand for filter {{\"{target}\": {{\"{op}\": value}}}}"))
-    return tuple(params)
+    return tuple({**p, "allowEmptyValue": True} for p in params)  # empty counts as absent
 
 
 AGENT_ID = query("agent_id", {**STR, "minLength": 1}, "The agent's id", required=True)
@@ -214,6 +224,7 @@ OPERATIONS = {
         "used": INT, "limit": INT, "remaining": INT, "reset_at": STR}))}, ["limits"])}),
     "billing.usage": Op(ok={200: {"description": "Cost over the period", "content": {
         JSON: {"schema": obj({"period": STR, "total_cost": NUM, "total_calls": INT,
+                              "estimated_cost_total": NUM,
                               "by_model": COSTS, "by_day": COSTS, "by_provider": COSTS,
                               "by_key": COSTS}, ["period", "total_cost", "by_model", "by_day"])},
         "text/csv": {"schema": STR}}}}, errors=(400,),
@@ -301,7 +312,9 @@ HEADERS = {
 }
 ERRORS = {
     400: ("BadRequest", "Invalid request: body, query or header (details names the fields)"),
-    401: ("Unauthorized", "Missing, invalid, expired or revoked key, or a bad signature"),
+    401: ("Unauthorized", "Missing, invalid, expired or revoked key, or a bad signature; or"
+                          " no valid key from an address blocked after repeated failures"
+                          " (your_ip)"),
     403: ("Forbidden", "IP blocked or not allowed (your_ip), key lacks the scope, or key"
                        " suspended from spawning"),
     404: ("NotFound", "No such resource"),
@@ -346,6 +359,10 @@ def add_components(spec: APISpec, config: dict) -> None:
         extra = ("Retry-After",) if status in RETRY_AFTER else ()
         spec.components.response(name, {"description": description, "headers": headers(*extra),
                                         "content": {JSON: {"schema": ref("Error")}}})
+    spec.components.response("URITooLong", {
+        "description": "Request line over 4094 bytes: refused by the HTTP server (gunicorn)"
+                       " before the API sees it, as an HTML page",
+        "content": {"text/html": {"schema": STR}}})
     spec.components.parameter("IdempotencyKey", "header", {
         "name": "Idempotency-Key", "required": False,
         "schema": {**STR, "minLength": 1, "maxLength": 255},
@@ -376,7 +393,8 @@ def custom_fields(self, field, ret, **kwargs) -> dict:
     if isinstance(field, sec.Network):
         return {"description": "An IP address or CIDR network (no host bits set)"}
     if isinstance(field, sec.Address):
-        return {"description": "One IPv4 or IPv6 address"}
+        return {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+                "description": "One IPv4 or IPv6 address"}
     if isinstance(field, fields.Url):
         return {"pattern": "^https?://"}  # the schemas here allow http and https only
     if isinstance(field, sec.Hours):
@@ -425,15 +443,15 @@ def success_response(status: int, body, location: bool, legacy: bool) -> dict:
     return response
 
 
-def operation(path: str, method: str, endpoint: str, view, op: Op, config: dict) -> dict:
+def operation(path: str, method: str, endpoint: str, view, op: Op, config: dict,
+              retired: bool) -> dict:
+    """One operation; `retired`: the v3 sunset has passed, so v3 operations answer 410."""
     authenticated = hasattr(view, "required_scope")
     scope = getattr(view, "required_scope", None)
     legacy = getattr(view, "legacy_auth", False)
     write = authenticated and method in WRITES
     doc = (view.__doc__ or endpoint).strip()
-    statuses = {403, 429, 500, *op.errors}
-    if authenticated:
-        statuses.add(401)
+    statuses = {401, 403, 429, 500, *op.errors}  # 401, 403: the IP guard, on every route
     if write:
         statuses |= {400, 409, 413}
     if op.body is not None:
@@ -442,14 +460,19 @@ def operation(path: str, method: str, endpoint: str, view, op: Op, config: dict)
         statuses.add(404)
     if legacy:
         statuses.add(410)
+    if legacy and retired:  # refused after authentication, whatever the request holds
+        statuses, op = {401, 403, 410, 429, 500}, Op(ok={})
+        doc += (f"\n\nRetired on {config['legacy_v3']['sunset']}: every request with a valid"
+                " key answers 410 Gone, naming the v4 successor.")
     responses = {str(code): success_response(code, body, op.location, legacy)
                  for code, body in op.ok.items()}
     responses.update({str(code): error_response(code, legacy) for code in sorted(statuses)})
+    responses["414"] = {"$ref": "#/components/responses/URITooLong"}
     parameters = [{"name": name, "in": "path", "required": True,
                    "schema": {**STR, "minLength": 1, "pattern": "^[^/]+$"}}
                   for name in re.findall(r"{([^}]+)}", path)]
     parameters += list(op.query)
-    if write:
+    if write and not (legacy and retired):
         parameters.append("IdempotencyKey")  # apispec makes a name into a $ref
     spec_op = {"operationId": endpoint.replace(".", "_"), "summary": doc.splitlines()[0],
                "description": doc, "tags": [endpoint.split(".")[0]],
@@ -474,8 +497,8 @@ def operation(path: str, method: str, endpoint: str, view, op: Op, config: dict)
     return spec_op
 
 
-def build(app: Flask, config: dict) -> dict:
-    """The document for this app under this config."""
+def build(app: Flask, config: dict, retired: bool) -> dict:
+    """The document for this app under this config (`retired`: past the v3 sunset)."""
     plugin = MarshmallowPlugin()
     spec = APISpec(title="J1MSKY API", version=__version__, openapi_version="3.1.0",
                    plugins=[plugin], info={"description": DESCRIPTION},
@@ -488,23 +511,26 @@ def build(app: Flask, config: dict) -> dict:
     for path, method, endpoint, view in api_routes(app):
         op = OPERATIONS.get(endpoint, Op(ok={200: obj()}))
         paths.setdefault(path, {})[method.lower()] = operation(path, method, endpoint, view,
-                                                               op, config)
+                                                               op, config, retired)
     for path, operations in sorted(paths.items()):
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     batch = document["components"]["schemas"]["SpawnBatchRequest"]["properties"]["agents"]
     batch["items"] = ref("SpawnRequest")  # each item is validated as a spawn request
+    document["components"]["schemas"]["IPWhitelistRequest"]["minProperties"] = 1
     return document
 
 
 def document(app: Flask) -> dict:
-    """The document, cached per process; rebuilt when config changes an enum it lists."""
+    """The document, cached per process; rebuilt when config changes an enum it lists,
+    and when the v3 sunset passes."""
     config = current_config()
+    retired = clock.now() >= sunset()
     key = json.dumps([sorted(config["models"]), sorted(config["teams"]),
                       sorted(config["routing"]["task_models"]),
-                      config["agents"]["max_timeout"]])
+                      config["agents"]["max_timeout"], config["legacy_v3"]["sunset"], retired])
     cached = app.extensions.get("j1msky_openapi")
     if cached is None or cached[0] != key:
-        cached = (key, build(app, config))
+        cached = (key, build(app, config, retired))
         app.extensions["j1msky_openapi"] = cached
     return cached[1]

@@ -58,7 +58,9 @@ CREATE TABLE agents (
     pii_detected     TEXT,                          -- JSON list of PII kinds
     encrypted        INTEGER NOT NULL DEFAULT 0,    -- task/result sealed (AES-256-GCM)
     erase_after      TEXT,                          -- task and result erased then
-    erased_at        TEXT
+    erased_at        TEXT,
+    pending_micros   INTEGER NOT NULL DEFAULT 0,    -- estimates of calls still in flight after it ended
+    estimated_charge_micros INTEGER NOT NULL DEFAULT 0  -- part of actual_micros charged at an estimate
 );
 CREATE INDEX agents_created ON agents (created_at);
 CREATE INDEX agents_status_created ON agents (status, created_at);
@@ -112,6 +114,7 @@ CREATE TABLE usage_daily (
     input_tokens  INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cost_micros   INTEGER NOT NULL DEFAULT 0,
+    estimated_micros INTEGER NOT NULL DEFAULT 0,    -- part of cost_micros charged at an estimate
     PRIMARY KEY (day, model, provider, key_id)
 );
 
@@ -191,6 +194,20 @@ CREATE INDEX audit_time ON audit_log (timestamp);
 CREATE INDEX audit_event ON audit_log (event, id);
 CREATE INDEX audit_key ON audit_log (api_key_id, id);
 CREATE INDEX audit_resource ON audit_log (resource_id);
+
+-- Provider calls sent and not yet settled: each may be billed by the provider, so its
+-- estimate stays charged against the budget until its real cost is known (see ledger.py).
+CREATE TABLE calls_in_flight (
+    id              INTEGER PRIMARY KEY,
+    agent_id        TEXT NOT NULL,
+    step            INTEGER NOT NULL,              -- index in the agent's steps
+    model           TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    estimate_micros INTEGER NOT NULL,              -- the model's price at the input estimate and the output cap
+    held            INTEGER NOT NULL DEFAULT 0,    -- its agent ended first and holds the estimate in reserve
+    sent_at         TEXT NOT NULL
+);
+CREATE INDEX calls_in_flight_agent ON calls_in_flight (agent_id);
 
 -- One row per failed authentication (ipguard.auth_failed), so a restart does not reset
 -- a brute-force window; rows older than the window are deleted as failures come in, and

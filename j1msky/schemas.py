@@ -16,7 +16,8 @@ from .services.keys import SCOPES
 
 
 class StrictInteger(fields.Integer):
-    """An integer that refuses strings, floats and booleans."""
+    """An integer that refuses strings, fractions and booleans; 30.0 is 30, as JSON
+    Schema's integer says."""
 
     def __init__(self, **kwargs):
         super().__init__(strict=True, **kwargs)
@@ -24,6 +25,8 @@ class StrictInteger(fields.Integer):
     def _validated(self, value):
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         return super()._validated(value)
 
 
@@ -224,11 +227,18 @@ class AgentView(ResponseSchema):
     error = fields.String(required=True, allow_none=True)
     estimated_cost = fields.Float(required=True, metadata={"description": "Dollars"})
     actual_cost = fields.Float(required=True, metadata={"description": "Dollars"})
+    pending_charge = fields.Float(required=True, metadata={
+        "description": "Dollars reserved for provider calls still in flight after the agent"
+                       " ended (cancel, timeout); 0 once they settled"})
+    estimated_charge = fields.Float(required=True, metadata={
+        "description": "The part of actual_cost charged at an estimate because a call's"
+                       " answer was lost after it was sent"})
     usage = fields.Nested(TokenUsage, required=True)
     fallback_from = fields.String(required=True, allow_none=True)
     steps = fields.List(fields.Dict(), required=True, allow_none=True,
                         metadata={"description": "Teams: each step's model, status, output,"
-                                                 " cost"})
+                                                 " cost, and estimated: true when part of"
+                                                 " its cost is an estimate"})
     simulated = fields.Boolean(required=True)
     privacy = fields.Dict(required=True, allow_none=True)
     pii_detected = fields.List(fields.String(), required=True, allow_none=True)
@@ -275,7 +285,10 @@ class AgentCancelled(ResponseSchema):
     message = fields.String(required=True)
     agent_id = fields.String(required=True)
     status = fields.String(required=True)
-    refund = fields.Float(required=True, metadata={"description": "Dollars released"})
+    refund = fields.Float(required=True, metadata={"description": "Dollars released now"})
+    pending_charge = fields.Float(required=True, metadata={
+        "description": "Dollars still reserved for provider calls in flight; charged at"
+                       " their real cost (or estimate) when they settle"})
 
 
 class Pagination(ResponseSchema):

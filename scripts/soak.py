@@ -2,10 +2,12 @@
 
 What it does, in one run (--seconds of traffic, plus setup and a bounded drain):
 
-1. Makes a temporary instance folder (J1MSKY_INSTANCE) with a config.json like the
-   tests' (tests/helpers.config_for_tests) but with simulated providers that take a
-   while (kimi-coding 0.15 s, anthropic 0.6 s a call, so agents are running when the
-   server dies and a team given a 1 s timeout fails), 4 agent workers, limits raised so
+1. Starts the tests' fake upstream (tests.fake_upstream.FakeUpstream, the real
+   Anthropic Messages and OpenAI Chat wire protocols over HTTP) in this process, slow
+   enough (OpenAI/kimi-coding 0.15 s, Anthropic 0.6 s a call) that agents are running
+   when the server dies, a team given a 1 s timeout fails, and cancels catch calls in
+   flight. Makes a temporary instance folder (J1MSKY_INSTANCE) with a config.json like
+   the tests' (tests/helpers.upstream_config) pointing at it, 4 agent workers, limits raised so
    nothing is refused, a 2 s shutdown grace, and webhooks allowed to 127.0.0.0/8 with
    short retries (0.5, 1, 2, 2, ... s) and a 2 s timeout. Runs ``j1msky init`` and
    ``j1msky keys create`` (the installed console script) and starts ``j1msky serve``
@@ -22,7 +24,8 @@ What it does, in one run (--seconds of traffic, plus setup and a bounded drain):
    replay), POST /api/spawn-team and /api/spawn-batch (the same way), GET /api/agents
    (filters, sort, following the cursor), GET /api/agent/{id}, GET
    /api/orchestrator/status, GET /api/events (each client follows the feed by
-   cursor) and DELETE /api/agent/{id} on recent agents (409 is fine). Spawning pauses
+   cursor), DELETE /api/agent/{id} on recent agents (409 is fine) and spawn-and-cancel
+   (an opus or sonnet agent cancelled 0.05-0.8 s after its 202). Spawning pauses
    while more than --backlog agents are waiting or running (read from GET /api/agents),
    so the queue stays bounded and the run can drain.
 4. A killer thread SIGKILLs the server's process group at random points (every
@@ -36,7 +39,11 @@ What it does, in one run (--seconds of traffic, plus setup and a bounded drain):
    (1) no agent is spawning or running; (2) no Idempotency-Key got two different
    agents, and the agents table holds exactly the agents the clients were given;
    (3) sum(agents.actual_micros) == sum(budget_days.spent_micros) ==
-   sum(usage_daily.cost_micros) and nothing is still reserved; (4) every
+   sum(usage_daily.cost_micros), nothing is still reserved or in flight, and the
+   ledger pays for every call the fake upstream answered: the charges from reported
+   usage <= what the upstream billed (its answers at the configured prices) <= the
+   whole spend (lost answers are charged at estimates, which cover them), with
+   equality when no estimate was used; (4) every
    agent.completed/failed/cancelled event was accepted by the receiver at least once
    (valid signature, answered 2xx); (5) PRAGMA integrity_check is ok; (6) no 5xx or connection error outside
    the kill windows; (7) every other answer was one the API documents for the request
@@ -76,6 +83,9 @@ if ROOT not in sys.path:
 import harness  # noqa: E402
 import requests  # noqa: E402
 
+from j1msky.config import defaults  # noqa: E402
+from tests.fake_upstream import FakeUpstream  # noqa: E402
+from tests.helpers import UPSTREAM_ENV, billed_micros, upstream_config  # noqa: E402
 from tests.live import LiveServer  # noqa: E402
 from tests.webhook_receiver import WebhookReceiver  # noqa: E402
 
@@ -100,11 +110,14 @@ WORDS = ("parse refactor summarise review plan design test explain migrate pytho
 
 # --------------------------------------------------------------------------- setup
 
-def soak_config() -> dict:
-    """tests/helpers.config_for_tests with slow simulated providers, limits raised so that
-    nothing is refused, and webhooks to a local receiver with short retries."""
+def soak_config(upstream_url: str) -> dict:
+    """Providers at the fake upstream, limits raised so that nothing is refused, and
+    webhooks to a local receiver with short retries."""
+    providers = upstream_config(upstream_url)["providers"]
+    for provider in providers.values():
+        provider["hourly"] = 1_000_000
     return harness.config(
-        provider_delays={"anthropic": 0.6, "kimi-coding": 0.15},
+        providers=providers,
         security={"cost_spike_per_hour": 1_000_000, "auth_failures_to_block": 1_000_000},
         webhooks={"allowed_networks": ["127.0.0.0/8"],
                   "retry_schedule_seconds": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2],
@@ -337,7 +350,7 @@ class ClientThread(threading.Thread):
             agents.append(item)
         self.write("spawn_batch", "/api/spawn-batch", {"agents": agents})
 
-    def write(self, kind: str, path: str, body: dict) -> None:
+    def write(self, kind: str, path: str, body: dict) -> list[str]:
         key = self.new_key()
         roll = self.rng.random()
         if roll < 0.04:
@@ -351,9 +364,9 @@ class ClientThread(threading.Thread):
             first = self.idempotent(kind, path, body, key)
             twin.join(RESOLVE_LIMIT + REQUEST_TIMEOUT + 5)
             twin_session.close()
-            self.record_spawn(key, kind, first)
+            ids = self.record_spawn(key, kind, first)
             self.record_spawn(key, kind, other[0] if other else None)
-            return
+            return ids
         answer = self.idempotent(kind, path, body, key)
         ids = self.record_spawn(key, kind, answer)
         if ids and roll < 0.15:
@@ -364,6 +377,16 @@ class ClientThread(threading.Thread):
                     and replay.headers.get("Idempotent-Replayed") != "true":
                 with self.shared.lock:
                     self.shared.mismatched_replays.append(f"{key}: no Idempotent-Replayed")
+        return ids
+
+    def spawn_cancel(self) -> None:
+        """A client that gives up soon after spawning: its call may be in flight."""
+        body = {"task": self.task(), "model": self.rng.choice(("opus", "sonnet"))}
+        for agent_id in self.write("spawn", "/api/spawn", body) or ():
+            time.sleep(self.rng.uniform(0.05, 0.8))
+            answer = self.call("cancel", "DELETE", f"/api/agent/{agent_id}")
+            with self.shared.lock:
+                self.shared.cancel_results[answer.status] += 1
 
     def get_agent(self) -> None:
         with self.shared.lock:
@@ -455,7 +478,8 @@ class ClientThread(threading.Thread):
 
     # the loop -----------------------------------------------------------------------
     OPS = (("spawn", 30), ("spawn_team", 6), ("spawn_batch", 2), ("get_agent", 20),
-           ("list_agents", 12), ("status", 8), ("events", 12), ("cancel", 4))
+           ("list_agents", 12), ("status", 8), ("events", 12), ("cancel", 4),
+           ("spawn_cancel", 4))
 
     def run(self) -> None:
         names = [name for name, _ in self.OPS]
@@ -628,6 +652,11 @@ def main() -> int:
     instance = tempfile.mkdtemp(prefix="j1msky-soak-")
     server: SoakServer | None = None
     receiver: FlakyReceiver | None = None
+    upstream = FakeUpstream().start()
+    upstream.set("anthropic", latency=0.6)
+    upstream.set("openai", latency=0.15)
+    # Answers to a server that was killed meanwhile write to closed sockets.
+    upstream._server.handle_error = lambda request, client_address: None  # noqa: SLF001
     shared = Shared()
     abort = threading.Event()
     kill_text = (f"{args.kills} kills" if args.kills is not None
@@ -638,9 +667,9 @@ def main() -> int:
           flush=True)
     try:
         with open(os.path.join(instance, "config.json"), "w", encoding="utf-8") as fh:
-            json.dump(soak_config(), fh, indent=2)
+            json.dump(soak_config(upstream.url), fh, indent=2)
         server = SoakServer(instance, env={"NO_PROXY": "127.0.0.1,localhost",
-                                           "no_proxy": "127.0.0.1,localhost"},
+                                           "no_proxy": "127.0.0.1,localhost", **UPSTREAM_ENV},
                             threads=SERVER_THREADS)
         for name in ("ANTHROPIC_API_KEY", "KIMI_API_KEY", "OPENAI_API_KEY"):
             server.env.pop(name, None)
@@ -697,8 +726,9 @@ def main() -> int:
         def active() -> int:
             conn = ro_connect(db_path)
             try:
-                return scalar(conn, "SELECT count(*) FROM agents WHERE status IN"
-                                    " ('spawning', 'running')")
+                return scalar(conn, "SELECT (SELECT count(*) FROM agents WHERE status IN"
+                                    " ('spawning', 'running')) + (SELECT count(*) FROM"
+                                    " calls_in_flight)")
             finally:
                 conn.close()
 
@@ -749,6 +779,9 @@ def main() -> int:
             spent = scalar(conn, "SELECT coalesce(sum(spent_micros), 0) FROM budget_days")
             reserved = scalar(conn, "SELECT coalesce(sum(reserved_micros), 0) FROM budget_days")
             usage = scalar(conn, "SELECT coalesce(sum(cost_micros), 0) FROM usage_daily")
+            estimated = scalar(conn, "SELECT coalesce(sum(estimated_charge_micros), 0)"
+                                     " FROM agents")
+            in_flight = scalar(conn, "SELECT count(*) FROM calls_in_flight")
             terminal = {r[0]: (r[1], json.loads(r[2])["agent_id"]) for r in conn.execute(
                 "SELECT id, type, data FROM events WHERE type IN (?, ?, ?)", TERMINAL_EVENTS)}
             finished = dict(conn.execute("SELECT agent_id, status FROM agents WHERE status IN"
@@ -823,6 +856,7 @@ def main() -> int:
             event_problems.append(f"{agent_id} (not finished): {terminal_per_agent[agent_id]}")
 
         tracebacks, traceback_kinds = log_problems(server.log_path)
+        billed = billed_micros(defaults(), upstream.answered())
         agents_total = sum(by_status.values())
         invariants = [
             ("1 no agent stuck in spawning/running",
@@ -839,10 +873,13 @@ def main() -> int:
              f"{len(shared.unresolved)} writes never answered; {len(stored_mismatch)} stored "
              f"answers differing{' e.g. ' + stored_mismatch[0] if stored_mismatch else ''}; "
              f"{executing_keys} keys left executing"),
-            ("3 spend consistent",
-             actual == spent == usage and reserved == 0,
+            ("3 spend consistent, every answered provider call paid for",
+             actual == spent == usage and reserved == 0 and in_flight == 0
+             and actual - estimated <= billed <= actual and (estimated or billed == actual),
              f"agents {actual} = budget_days {spent} = usage_daily {usage} micro-$, "
-             f"reserved {reserved}"),
+             f"reserved {reserved}, {in_flight} calls in flight; upstream billed {billed} for"
+             f" {len(upstream.answered())} answers, charged from usage {actual - estimated},"
+             f" at estimates {estimated}"),
             ("4 every terminal agent event delivered (verified signature, answered 2xx)",
              not undelivered,
              f"{len(terminal)} terminal events, {len(terminal) - len(undelivered)} accepted"
@@ -935,7 +972,8 @@ def main() -> int:
         return 1 if failed_any else 0
     finally:
         abort.set()
-        harness.clean_up([("serve", server), ("the receiver", receiver)], instance, args.keep)
+        harness.clean_up([("serve", server), ("the receiver", receiver),
+                          ("the fake upstream", upstream)], instance, args.keep)
 
 
 if __name__ == "__main__":

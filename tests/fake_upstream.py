@@ -36,6 +36,7 @@ OPENAI_ERRORS = {400: ("invalid_request_error", None),
 DEFAULT_KNOBS: dict[str, Any] = {
     "latency": 0.0, "fail_status": None, "fail_times": None, "retry_after": None,
     "input_tokens": None, "output_tokens": None, "text": None, "hang": False,
+    "drop": False,  # read the request, then close the connection without an answer
 }
 
 
@@ -92,11 +93,25 @@ class FakeUpstream(LocalServer):
             self._knobs = {p: dict(DEFAULT_KNOBS) for p in PROTOCOLS}
             self._failures = {p: 0 for p in PROTOCOLS}
             self._log: list[dict] = []
+            self._answered: list[dict] = []
 
     def requests(self, protocol: str | None = None) -> list[dict]:
         """Recorded requests: dicts of protocol, path, headers (lower-case), json."""
         with self._lock:
             return [r for r in self._log if protocol in (None, r["protocol"])]
+
+    def answered(self) -> list[dict]:
+        """Calls answered with usage (what a provider bills): protocol, model, tokens."""
+        with self._lock:
+            return list(self._answered)
+
+    def _answer_sent(self, protocol: str, payload: dict) -> None:
+        usage = payload["usage"]
+        with self._lock:
+            self._answered.append({
+                "protocol": protocol, "model": payload["model"],
+                "input_tokens": usage.get("input_tokens", usage.get("prompt_tokens")),
+                "output_tokens": usage.get("output_tokens", usage.get("completion_tokens"))})
 
     def call_count(self, protocol: str | None = None) -> int:
         """Number of requests received (for one protocol or both)."""
@@ -162,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         headers = {k.lower(): v for k, v in self.headers.items()}
         knobs = upstream._record(protocol, path, headers, body)
-        if not upstream._wait(protocol, knobs):
+        if not upstream._wait(protocol, knobs) or knobs["drop"]:
             self.close_connection = True
             return
         check, answer = ((_check_anthropic, _answer_anthropic) if protocol == "anthropic"
@@ -173,7 +188,9 @@ class _Handler(BaseHTTPRequestHandler):
         if problem is not None:
             self._fail(protocol, *problem, knobs["retry_after"])
             return
-        self._send(200, *answer(body, knobs))
+        payload, headers = answer(body, knobs)
+        self._send(200, payload, headers)
+        upstream._answer_sent(protocol, payload)
 
     def _fail(self, protocol: str, status: int, message: str, retry_after: Any) -> None:
         maker = anthropic_error if protocol == "anthropic" else openai_error

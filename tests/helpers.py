@@ -116,3 +116,25 @@ def agent_count(app) -> int:
         return conn.execute("SELECT count(*) FROM agents").fetchone()[0]
     finally:
         conn.close()
+
+
+def billed_micros(config: dict, answered: list[dict]) -> int:
+    """What a provider bills for the calls a FakeUpstream answered, at config's prices."""
+    from j1msky.services import catalog
+    model_of = {spec["upstream"]: name for name, spec in config["models"].items()}
+    return sum(catalog.cost_micros(config, model_of[a["model"]], a["input_tokens"],
+                                   a["output_tokens"]) for a in answered)
+
+
+def wait_settled(database: str, timeout: float = 10) -> None:
+    """Wait until no agent is active and no provider call is in flight."""
+    deadline = time.monotonic() + timeout
+    conn = sqlite3.connect(database)
+    try:
+        while conn.execute("SELECT (SELECT count(*) FROM agents WHERE status IN"
+                           " ('spawning', 'running')) + (SELECT count(*) FROM calls_in_flight)"
+                           ).fetchone()[0]:
+            assert time.monotonic() < deadline, "agents or provider calls still in flight"
+            time.sleep(0.05)
+    finally:
+        conn.close()

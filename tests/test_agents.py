@@ -60,6 +60,8 @@ LONG = "x" * 2001
      "Timeout must be a whole number of seconds"),
     ({"model": "k2p5", "task": "hi", "timeout": True}, 400,
      "Timeout must be a whole number of seconds"),
+    ({"model": "k2p5", "task": "hi", "timeout": 30.5}, 400,
+     "Timeout must be a whole number of seconds"),
     ({"model": "k2p5", "task": "hi", "colour": "blue"}, 400, "Unknown field 'colour'"),
     ({"model": "k2p5", "task": "hi", "team": "team_coding"}, 400, "Unknown field 'team'"),
 ])
@@ -78,6 +80,12 @@ def test_task_of_exactly_2000_chars_after_trimming_is_accepted(client, admin):
     assert response.status_code == 202
 
 
+def test_a_whole_number_written_as_a_float_is_that_number(client, admin):
+    response = client.post("/api/spawn", headers=admin.headers,
+                           json={"model": "k2p5", "task": "hi", "timeout": 30.0})
+    assert response.status_code == 202 and response.json["timeout"] == 30
+
+
 def test_unknown_agent_is_404(client, admin):
     for method in ("GET", "DELETE"):
         response = client.open("/api/agent/subagent_1_1", method=method, headers=admin.headers)
@@ -93,7 +101,7 @@ def test_cancel_of_a_waiting_agent_refunds_its_reservation_and_it_never_runs(
     assert response.status_code == 200
     assert response.json == {"success": True, "message": "Agent cancelled",
                              "agent_id": spawned["agent_id"], "status": "cancelled",
-                             "refund": spawned["estimated_cost"]}
+                             "refund": spawned["estimated_cost"], "pending_charge": 0.0}
     start_runner()
     other = client.post("/api/spawn", headers=admin.headers,
                         json={"model": "sonnet", "task": "run me"}).json

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-import time
 
 import pytest
 
-from tests.helpers import configure
+from tests.helpers import billed_micros, configure, wait_settled
 
 pytestmark = pytest.mark.usefixtures("upstream")
 MODELS = itertools.cycle(["k2p5", "sonnet", "opus"])
@@ -30,15 +29,7 @@ def spawn_mixed(client, key, count: int, teams_every: int = 5) -> list[str]:
 
 
 def drain(app, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    conn = sqlite3.connect(app.config["DATABASE"])
-    try:
-        while conn.execute("SELECT count(*) FROM agents WHERE status IN ('spawning', 'running')"
-                           ).fetchone()[0]:
-            assert time.monotonic() < deadline, "agents still in flight"
-            time.sleep(0.05)
-    finally:
-        conn.close()
+    wait_settled(app.config["DATABASE"], timeout)
 
 
 def test_spend_totals_and_provider_counters_agree(client, app, admin, upstream, start_runner):
@@ -59,10 +50,21 @@ def test_spend_totals_and_provider_counters_agree(client, app, admin, upstream, 
     for agent_id in ids[::3]:
         client.delete(f"/api/agent/{agent_id}", headers=admin.headers)
     drain(app)
+    upstream.set(latency=1.5)                            # time out, then charged late
+    for i in range(8):
+        response = client.post("/api/spawn", headers=admin.headers,
+                               json={"model": next(MODELS), "task": f"slow {i}", "timeout": 1})
+        assert response.status_code == 202, response.json
+    drain(app)
 
     conn = sqlite3.connect(app.config["DATABASE"])
     statuses = dict(conn.execute("SELECT status, count(*) FROM agents GROUP BY status"))
-    assert sum(statuses.values()) == 270
+    assert sum(statuses.values()) == 278
+    timed_out = conn.execute("SELECT count(*) FROM agents WHERE error LIKE 'Agent timed out%'"
+                             " AND actual_micros > 0").fetchone()[0]
+    assert timed_out == 8, "timed-out agents are charged for the calls they left in flight"
+    assert conn.execute("SELECT sum(pending_micros) + sum(estimated_charge_micros) FROM agents"
+                        ).fetchone()[0] == 0
     assert statuses["completed"] and statuses["failed"] and statuses["cancelled"]
     assert conn.execute("SELECT count(*) FROM agents WHERE fallback_from IS NOT NULL"
                         ).fetchone()[0] > 0
@@ -74,6 +76,9 @@ def test_spend_totals_and_provider_counters_agree(client, app, admin, upstream, 
     status = client.get("/api/orchestrator/status", headers=admin.headers).json
     billing = client.get("/api/billing/usage", headers=admin.headers).json
     assert status["today_spend"] == round(sum_actual, 6) == billing["total_cost"]
+    config = app.extensions["j1msky_config"].get()
+    assert round(sum_actual * 1e6) == billed_micros(config, upstream.answered())
+    assert billing["estimated_cost_total"] == 0
     assert round(sum(billing["by_model"].values()), 6) == billing["total_cost"]
     assert round(sum(billing["by_day"].values()), 6) == billing["total_cost"]
     assert round(sum(billing["by_provider"].values()), 6) == billing["total_cost"]

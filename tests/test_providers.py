@@ -37,6 +37,32 @@ def call(provider: dict, *, cancel: threading.Event | None = None, timeout: floa
                     cancel=cancel or threading.Event(), **kw)
 
 
+class Settlements(list):
+    """An on_call hook that records how each attempt was settled, as it is settled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+        self.done = threading.Condition()
+
+    def __call__(self):
+        self.opened += 1
+        return self.settle
+
+    def settle(self, outcome: providers.Outcome) -> None:
+        with self.done:
+            self.append(outcome)
+            self.done.notify_all()
+
+    def wait(self, count: int, timeout: float = 5) -> None:
+        with self.done:
+            assert self.done.wait_for(lambda: len(self) >= count, timeout), list(self)
+
+    def kinds(self) -> list[str]:
+        return ["answered" if o.completion else "estimate" if o.maybe_billed else "free"
+                for o in self]
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -71,11 +97,13 @@ def test_openai_happy_path(fake_upstream):
 
 def test_retry_after_429_then_success(fake_upstream):
     fake_upstream.set("openai", fail_status=429, fail_times=1, retry_after=0.05)
-    calls = []
+    calls = Settlements()
     started = time.monotonic()
-    result = call(openai_cfg(fake_upstream), on_call=lambda: calls.append(1))
+    result = call(openai_cfg(fake_upstream), on_call=calls)
     assert result.text.startswith("fake reply")
-    assert fake_upstream.call_count() == 2 and len(calls) == 2
+    assert fake_upstream.call_count() == 2 and calls.opened == 2
+    assert calls.kinds() == ["free", "answered"]  # providers bill no error answer
+    assert calls[1].completion == result
     assert time.monotonic() - started >= 0.05  # honoured retry-after
 
 
@@ -89,10 +117,35 @@ def test_500_forever_gives_up_after_retries(fake_upstream):
 
 def test_connection_error_is_retried_then_unavailable():
     provider = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": KEY}
-    calls = []
+    calls = Settlements()
     with pytest.raises(ProviderUnavailable) as info:
-        call(provider, retries=1, on_call=lambda: calls.append(1))
-    assert len(calls) == 2 and KEY not in str(info.value)
+        call(provider, retries=1, on_call=calls)
+    assert calls.kinds() == ["free", "free"] and KEY not in str(info.value)  # never sent
+
+
+@pytest.mark.parametrize("knobs, read_timeout", [({"drop": True}, 5.0),
+                                                 ({"latency": 1.0}, 0.2)])
+def test_an_answer_lost_after_sending_is_settled_at_the_estimate(fake_upstream, knobs,
+                                                                 read_timeout):
+    fake_upstream.set("openai", **knobs)
+    calls = Settlements()
+    with pytest.raises(ProviderUnavailable):
+        call(openai_cfg(fake_upstream), retries=1, on_call=calls, read_timeout=read_timeout)
+    assert fake_upstream.call_count() == 2
+    assert calls.kinds() == ["estimate", "estimate"]
+
+
+def test_a_call_abandoned_on_cancel_is_settled_with_its_usage_when_it_answers(fake_upstream):
+    fake_upstream.set("anthropic", latency=0.5, input_tokens=7, output_tokens=9)
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    calls = Settlements()
+    with pytest.raises(providers.Cancelled):
+        call(anthropic_cfg(fake_upstream), cancel=cancel, on_call=calls)
+    assert calls == []  # still in flight when the caller gave up
+    calls.wait(1)
+    assert calls.kinds() == ["answered"]
+    assert (calls[0].completion.input_tokens, calls[0].completion.output_tokens) == (7, 9)
 
 
 @pytest.mark.parametrize("cfg", [anthropic_cfg, openai_cfg])
@@ -121,10 +174,10 @@ def test_missing_key_is_refused_without_retry(fake_upstream):
 
 def test_bad_header_value_is_not_retried(fake_upstream):
     provider = openai_cfg(fake_upstream) | {"api_key": "sk-secret\nkey"}
-    calls = []
+    calls = Settlements()
     with pytest.raises(ProviderUnavailable, match="InvalidHeader") as info:
-        call(provider, on_call=lambda: calls.append(1))
-    assert len(calls) == 1 and "secret" not in str(info.value)
+        call(provider, on_call=calls)
+    assert calls.kinds() == ["free"] and "secret" not in str(info.value)
 
 
 def test_cancel_while_upstream_hangs_returns_promptly(fake_upstream):
@@ -199,12 +252,12 @@ def test_breaker_registry_is_per_provider():
     assert states["test-a"] == "open" and states["test-b"] == "closed"
 
 
-def test_simulated_is_deterministic_and_makes_no_call():
-    calls = []
+def test_simulated_is_deterministic_and_settled_with_its_usage():
+    calls = Settlements()
     provider = {"kind": "simulated", "delay": 0.01}
-    first = call(provider, on_call=lambda: calls.append(1), prompt="plan  a\ntrip")
+    first = call(provider, on_call=calls, prompt="plan  a\ntrip")
     second = call(provider, prompt="plan  a\ntrip")
-    assert first == second and first.simulated and not calls
+    assert first == second and first.simulated and calls.kinds() == ["answered"]
     assert first.text.startswith("[simulated up-model] ") and "plan a trip" in first.text
     assert first.input_tokens == len("plan  a\ntrip") // 4 + 1
     assert first.output_tokens == len(first.text) // 4 + 1

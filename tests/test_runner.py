@@ -102,13 +102,16 @@ def test_cancel_mid_flight_stops_waiting_on_the_provider(client, app, admin, ups
         time.sleep(0.01)
     response = client.delete(f"/api/agent/{agent_id}", headers=admin.headers)
     assert response.status_code == 200
-    assert response.json["refund"] > 0
     deadline = time.monotonic() + 2
     while runner.cancels and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not runner.cancels, "the worker is still waiting on the provider"
     agent = client.get(f"/api/agent/{agent_id}", headers=admin.headers).json
     assert agent["status"] == "cancelled" and agent["actual_cost"] == 0
+    # The call in flight keeps its estimate reserved: the provider will bill it.
+    assert response.json["pending_charge"] == agent["pending_charge"] > 0
+    assert round(response.json["refund"] + response.json["pending_charge"], 6) == \
+        agent["estimated_cost"]
     upstream.set(hang=False)
 
 

@@ -67,9 +67,16 @@ def test_cancel_stops_the_remaining_steps(client, app, admin, upstream, start_ru
     assert agent["status"] == "cancelled"
     assert [s["status"] for s in agent["steps"]] == ["completed", "pending", "pending"]
     assert agent["actual_cost"] == agent["steps"][0]["cost"] > 0
-    assert response.json["refund"] == round(agent["estimated_cost"] - agent["actual_cost"], 6)
+    assert response.json["pending_charge"] == agent["pending_charge"] > 0  # step 2 in flight
+    assert response.json["refund"] == round(
+        agent["estimated_cost"] - agent["actual_cost"] - agent["pending_charge"], 6)
     upstream.set("anthropic", hang=False)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while agent["pending_charge"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        agent = client.get(f"/api/agent/{agent_id}", headers=admin.headers).json
+    assert agent["pending_charge"] == 0 and agent["steps"][1]["cost"] > 0  # billed late
+    assert agent["actual_cost"] == round(agent["steps"][0]["cost"] + agent["steps"][1]["cost"], 6)
     assert upstream.call_count("anthropic") == 1  # the third step never ran
 
 

@@ -119,12 +119,13 @@ def agent_detail(agent_id: str):
 
 def cancel_agent(agent_id: str):
     with transaction(get_db()) as conn:
-        refund = agents.cancel(conn, agent_id)
+        refund, pending = agents.cancel(conn, agent_id)
         runner = current_app.extensions.get("j1msky_runner")
         if runner is not None:
             after_commit(conn, lambda: runner.cancel(agent_id))
     return {"success": True, "message": "Agent cancelled", "agent_id": agent_id,
-            "status": "cancelled", "refund": agents.dollars(refund)}
+            "status": "cancelled", "refund": agents.dollars(refund),
+            "pending_charge": agents.dollars(pending)}
 
 
 @bp.get("/agent/<agent_id>")

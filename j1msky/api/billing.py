@@ -14,17 +14,17 @@ from ..schemas import BillingQuery
 from ..services import budget
 
 bp = Blueprint("billing", __name__)
-CSV_COLUMNS = ("day", "model", "provider", "key_id", "calls", "input_tokens", "output_tokens",
-               "cost")
+COUNT_COLUMNS = ("day", "model", "provider", "key_id", "calls", "input_tokens",
+                 "output_tokens")
+CSV_COLUMNS = (*COUNT_COLUMNS, "cost", "estimated_cost")
 
 
 def usage_rows(start: str, end: str) -> list[dict]:
     rows = get_db().execute(
-        "SELECT day, model, provider, key_id, calls, input_tokens, output_tokens, cost_micros"
-        " FROM usage_daily WHERE day >= ? AND day <= ? ORDER BY day, model, provider, key_id",
-        (start, end)).fetchall()
-    return [{**dict(zip(CSV_COLUMNS[:-1], r[:-1], strict=True)),
-             "cost_micros": r["cost_micros"]} for r in rows]
+        "SELECT day, model, provider, key_id, calls, input_tokens, output_tokens, cost_micros,"
+        " estimated_micros FROM usage_daily WHERE day >= ? AND day <= ?"
+        " ORDER BY day, model, provider, key_id", (start, end)).fetchall()
+    return [dict(r) for r in rows]
 
 
 def totals_by(rows: list[dict], field: str) -> dict:
@@ -39,7 +39,8 @@ def as_csv(rows: list[dict]) -> Response:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow([*(row[c] for c in CSV_COLUMNS[:-1]), budget.dollars(row["cost_micros"])])
+        writer.writerow([*(row[c] for c in COUNT_COLUMNS), budget.dollars(row["cost_micros"]),
+                         budget.dollars(row["estimated_micros"])])
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=j1msky-usage.csv"})
 
@@ -57,6 +58,7 @@ def usage():
         return as_csv(rows)
     return {"period": f"{start} to {end}",
             "total_cost": budget.dollars(sum(r["cost_micros"] for r in rows)),
+            "estimated_cost_total": budget.dollars(sum(r["estimated_micros"] for r in rows)),
             "total_calls": sum(r["calls"] for r in rows),
             "by_model": totals_by(rows, "model"), "by_day": totals_by(rows, "day"),
             "by_provider": totals_by(rows, "provider"), "by_key": totals_by(rows, "key_id")}

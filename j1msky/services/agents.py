@@ -10,7 +10,7 @@ import time
 from .. import metrics
 from ..db import transaction
 from ..errors import APIError
-from . import agentdata, audit, budget, catalog, clock, events, keys, limits, privacy
+from . import agentdata, audit, budget, catalog, clock, events, keys, ledger, limits, privacy
 from .crypto import DataKey
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
@@ -138,6 +138,8 @@ def event_data(row: sqlite3.Row) -> dict:
     return {"agent_id": row["agent_id"], "model": row["model"], "team": row["team"],
             "status": row["status"], "task": task, "result": result,
             "error": row["error"], "cost": dollars(row["actual_micros"]),
+            "pending_charge": dollars(row["pending_micros"]),
+            "estimated_charge": dollars(row["estimated_charge_micros"]),
             "estimated_cost": dollars(row["estimated_micros"]),
             "fallback_from": row["fallback_from"], "simulated": bool(row["simulated"]),
             "encrypted": bool(row["encrypted"])}
@@ -157,9 +159,16 @@ def check_not_suspended(conn: sqlite3.Connection, key_id: str) -> None:
                             f" {clock.iso_out(row['suspended_until'])}: {row['suspended_reason']}")
 
 
-def release(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+def end_reservation(conn: sqlite3.Connection, agent_id: str) -> int:
+    """The agent has ended: release its reservation except the estimates of its calls
+    still in flight, which stay reserved as its pending charge until they settle.
+    Returns the pending micro-dollars."""
+    row = get(conn, agent_id)
+    held = ledger.hold(conn, agent_id)
     if row["budget_day"]:
-        budget.release(conn, row["budget_day"], row["estimated_micros"])
+        budget.release(conn, row["budget_day"], row["estimated_micros"] - held)
+    conn.execute("UPDATE agents SET pending_micros = ? WHERE agent_id = ?", (held, agent_id))
+    return held
 
 
 def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
@@ -171,41 +180,57 @@ def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
         return emit(conn, "agent.started", agent_id) if updated else None
 
 
-def record_step(conn: sqlite3.Connection, config: dict, agent_id: str, index: int, *,
-                model: str, provider: str, output: str, status: str, micros: int,
-                input_tokens: int, output_tokens: int, fallback_from: str | None,
-                simulated: bool, data_key: DataKey) -> bool:
-    """Add one finished step's usage and cost to a running agent and to the running
-    totals, in one transaction; False if the agent is no longer running."""
+def record_step(conn: sqlite3.Connection, agent_id: str, index: int, *, model: str,
+                output: str, fallback_from: str | None, simulated: bool,
+                data_key: DataKey) -> bool:
+    """Record one answered step's output (its cost was charged as its call settled);
+    False if the agent is no longer running."""
     with transaction(conn):
-        return _record_step(conn, config, agent_id, index, model=model, provider=provider,
-                            output=output, status=status, micros=micros,
-                            input_tokens=input_tokens, output_tokens=output_tokens,
-                            fallback_from=fallback_from, simulated=simulated, data_key=data_key)
+        row = get(conn, agent_id)
+        if row["status"] != "running":
+            return False
+        steps = json.loads(row["steps"]) if row["steps"] else None
+        if steps is not None:
+            steps[index].update({"model": model, "status": "completed",
+                                 "output": agentdata.seal_if(row["encrypted"], data_key, output),
+                                 "fallback_from": fallback_from})
+        conn.execute("UPDATE agents SET steps = ?, simulated = max(simulated, ?),"
+                     " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
+                     (json.dumps(steps) if steps is not None else None, int(simulated),
+                      fallback_from, agent_id))
+        return True
 
 
-def _record_step(conn, config, agent_id, index, *, model, provider, output, status, micros,
-                 input_tokens, output_tokens, fallback_from, simulated, data_key) -> bool:
-    row = get(conn, agent_id)
-    if row["status"] != "running":
-        return False
-    budget.charge(conn, config, day=row["budget_day"], model=model, provider=provider,
-                  key_id=row["key_id"] or "", cost=micros, input_tokens=input_tokens,
-                  output_tokens=output_tokens)
+def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, model: str,
+           provider: str, cost: int, input_tokens: int, output_tokens: int, estimated: bool,
+           held: int = 0) -> None:
+    """Charge one settled call to its agent and the running totals (caller holds the
+    transaction). `held`: the call's estimate its ended agent kept reserved, released now;
+    the last one to settle reports the agent's final cost as agent.charged."""
+    row = conn.execute("SELECT * FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
+    if row is None:  # purged with old data before its call settled
+        return
+    if cost or input_tokens or output_tokens:
+        budget.charge(conn, config, day=row["budget_day"], model=model, provider=provider,
+                      key_id=row["key_id"] or "", cost=cost, input_tokens=input_tokens,
+                      output_tokens=output_tokens, estimated=estimated)
     steps = json.loads(row["steps"]) if row["steps"] else None
     if steps is not None:
-        steps[index] = {"model": model, "status": status,
-                        "output": agentdata.seal_if(row["encrypted"], data_key, output),
-                        "cost": dollars(micros), "fallback_from": fallback_from}
+        steps[step]["cost"] = round(steps[step]["cost"] + cost / 1_000_000, 6)
+        if estimated:
+            steps[step]["estimated"] = True
     conn.execute(
         "UPDATE agents SET actual_micros = actual_micros + ?, input_tokens = input_tokens + ?,"
-        " output_tokens = output_tokens + ?, steps = ?, simulated = max(simulated, ?),"
-        " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
-        (micros, input_tokens, output_tokens, json.dumps(steps) if steps is not None else None,
-         int(simulated), fallback_from, agent_id))
-    if row["key_id"]:
+        " output_tokens = output_tokens + ?, estimated_charge_micros = estimated_charge_micros"
+        " + ?, pending_micros = pending_micros - ?, steps = ? WHERE agent_id = ?",
+        (cost, input_tokens, output_tokens, cost if estimated else 0, held,
+         json.dumps(steps) if steps is not None else None, agent_id))
+    if held and row["budget_day"]:
+        budget.release(conn, row["budget_day"], held)
+    if cost and row["key_id"]:
         keys.suspend_on_cost_spike(conn, config, row["key_id"])
-    return True
+    if held and row["pending_micros"] == held:
+        emit(conn, "agent.charged", agent_id)
 
 
 def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str | None = None,
@@ -223,22 +248,23 @@ def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str 
             (status, agentdata.seal_if(row["encrypted"], data_key, result), error,
              clock.now_iso(), pii, agent_id)).rowcount == 1
         if done:
-            finished = emit(conn, f"agent.{status}", agent_id)
-            release(conn, finished)
-            audit_finish(conn, finished)
+            end_reservation(conn, agent_id)
+            audit_finish(conn, emit(conn, f"agent.{status}", agent_id))
         return done
 
 
-def cancel(conn: sqlite3.Connection, agent_id: str) -> int:
-    """Cancel a waiting or running agent; return the refund in micro-dollars, or 409."""
+def cancel(conn: sqlite3.Connection, agent_id: str) -> tuple[int, int]:
+    """Cancel a waiting or running agent, or 409; (refund, pending charge) in
+    micro-dollars: what is released now, and what waits on calls still in flight."""
     row = get(conn, agent_id)
     if row["status"] in FINISHED:
         raise APIError(409, f"Agent already {row['status']}")
     conn.execute("UPDATE agents SET status = 'cancelled', completed_at = ?,"
                  " error = 'cancelled by request' WHERE agent_id = ?",
                  (clock.now_iso(), agent_id))
-    release(conn, emit(conn, "agent.cancelled", agent_id))
-    return max(row["estimated_micros"] - row["actual_micros"], 0)
+    pending = end_reservation(conn, agent_id)
+    cancelled = emit(conn, "agent.cancelled", agent_id)
+    return max(row["estimated_micros"] - cancelled["actual_micros"] - pending, 0), pending
 
 
 def erase_data(conn: sqlite3.Connection, agent_id: str) -> None:
@@ -257,9 +283,8 @@ def interrupt_running(conn: sqlite3.Connection, reason: str) -> list[str]:
     for agent_id in ids:
         conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
                      " WHERE agent_id = ?", (reason, clock.now_iso(), agent_id))
-        failed = emit(conn, "agent.failed", agent_id)
-        release(conn, failed)
-        audit_finish(conn, failed)
+        end_reservation(conn, agent_id)
+        audit_finish(conn, emit(conn, "agent.failed", agent_id))
     return ids
 
 
@@ -293,6 +318,8 @@ def to_api(stored: sqlite3.Row, data_key: DataKey) -> dict:
         "result": row["result"], "error": row["error"],
         "estimated_cost": dollars(row["estimated_micros"]),
         "actual_cost": dollars(row["actual_micros"]),
+        "pending_charge": dollars(row["pending_micros"]),
+        "estimated_charge": dollars(row["estimated_charge_micros"]),
         "usage": {"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"]},
         "fallback_from": row["fallback_from"],
         "steps": json.loads(row["steps"]) if row["steps"] else None,

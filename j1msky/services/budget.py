@@ -85,19 +85,23 @@ def release(conn: sqlite3.Connection, day: str, estimate: int) -> None:
 
 
 def charge(conn: sqlite3.Connection, config: dict, *, day: str, model: str, provider: str,
-           key_id: str, cost: int, input_tokens: int, output_tokens: int) -> None:
-    """Record one model answer's usage and cost; emit budget.alert when the level moves."""
+           key_id: str, cost: int, input_tokens: int, output_tokens: int,
+           estimated: bool = False) -> None:
+    """Record one paid call's usage and cost (`estimated`: its answer was lost, so the
+    cost is its estimate); emit budget.alert when the level moves."""
     before, _ = day_totals(conn, day)
     conn.execute("INSERT INTO budget_days (day, spent_micros) VALUES (?, ?) ON CONFLICT(day)"
                  " DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros", (day, cost))
     conn.execute(
         "INSERT INTO usage_daily (day, model, provider, key_id, calls, input_tokens,"
-        " output_tokens, cost_micros) VALUES (?, ?, ?, ?, 1, ?, ?, ?)"
+        " output_tokens, cost_micros, estimated_micros) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)"
         " ON CONFLICT(day, model, provider, key_id) DO UPDATE SET calls = calls + 1,"
         " input_tokens = input_tokens + excluded.input_tokens,"
         " output_tokens = output_tokens + excluded.output_tokens,"
-        " cost_micros = cost_micros + excluded.cost_micros",
-        (day, model, provider, key_id, input_tokens, output_tokens, cost))
+        " cost_micros = cost_micros + excluded.cost_micros,"
+        " estimated_micros = estimated_micros + excluded.estimated_micros",
+        (day, model, provider, key_id, input_tokens, output_tokens, cost,
+         cost if estimated else 0))
     old, new = alert_level(config, before), alert_level(config, before + cost)
     if new != old and day == today(config):
         events.emit(conn, "budget.alert", {

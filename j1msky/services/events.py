@@ -9,7 +9,7 @@ from ..db import after_commit
 from . import clock, webhooks
 
 TYPES = ("agent.spawned", "agent.started", "agent.completed", "agent.failed", "agent.cancelled",
-         "budget.alert", "key.revoked", "security.violation")
+         "agent.charged", "budget.alert", "key.revoked", "security.violation")
 
 
 class Bell:

@@ -32,7 +32,7 @@ MAX_IN = 100
 MAX_OFFSET = 10**12
 INT64 = 2**63
 _IDENT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", re.ASCII)
-_ISO = re.compile(
+ISO_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?"
 )
 _INT = re.compile(r"[+-]?\d{1,19}")
@@ -315,7 +315,7 @@ def _from_text(text: str, fld: Field, where: str) -> Any:
 
 def _iso_time(text: str) -> str | None:
     """ISO date/datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC; naive is UTC)."""
-    if not _ISO.fullmatch(text):
+    if not ISO_TIME.fullmatch(text):
         return None
     try:
         moment = datetime.fromisoformat(text)

@@ -2,23 +2,28 @@
 
 Every HTTP attempt runs on a small module-level pool so the caller can stop
 waiting the moment its agent is cancelled or its deadline passes; an abandoned
-request finishes in the background, bounded by its read timeout.
+request finishes in the background, bounded by its read timeout. Each attempt
+is settled on that pool thread as soon as its outcome is known, before anyone
+sees the answer, so a call nobody waits for any more is still paid for.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from .pool import DaemonPool
 
+log = logging.getLogger(__name__)
 ANTHROPIC_VERSION = "2023-06-01"
 WAIT_SLICE = 0.05  # how often an in-flight call looks at cancel and deadline
 RETRY_STATUSES = {408, 429}  # plus every 5xx
@@ -37,6 +42,21 @@ class Completion:
     input_tokens: int
     output_tokens: int
     simulated: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one attempt may cost: the usage it reported, else whether the provider may
+    have billed it anyway (the request went out and no clear error came back)."""
+    completion: Completion | None = None
+    maybe_billed: bool = False
+
+
+Settle = Callable[[Outcome], None]
+
+
+def _no_charge() -> Settle:
+    return lambda outcome: None
 
 
 class ProviderError(Exception):
@@ -137,15 +157,21 @@ def breaker_states() -> dict[str, str]:
 
 def complete(provider: dict, provider_name: str, upstream_model: str, prompt: str, *,
              system: str | None = None, max_tokens: int = 4096, deadline: float,
-             cancel: threading.Event, on_call: Callable[[], None] = lambda: None,
+             cancel: threading.Event, on_call: Callable[[], Settle] = _no_charge,
              retries: int = 3, backoff_base: float = 0.5, backoff_max: float = 8.0,
              breaker: CircuitBreaker | None = None, connect_timeout: float = 5.0,
              read_timeout: float = 120.0) -> Completion:
     """One completion, retried on 429/5xx/network errors; raises ProviderUnavailable,
-    Cancelled or DeadlineExceeded. `deadline` is a time.monotonic() value."""
+    Cancelled or DeadlineExceeded. `deadline` is a time.monotonic() value.
+
+    `on_call()` runs before each attempt is sent and returns the function that settles
+    that attempt's cost; it is called exactly once per attempt, possibly after this
+    function has given up waiting (cancel, deadline)."""
     kind = provider.get("kind")
     if kind == "simulated":
-        return _simulate(provider, upstream_model, prompt, system, cancel, deadline)
+        completion = _simulate(provider, upstream_model, prompt, system, cancel, deadline)
+        on_call()(Outcome(completion))
+        return completion
     if kind not in ("anthropic", "openai"):
         raise ProviderUnavailable(f"{provider_name}: unknown provider kind {kind!r}")
     key = provider.get("api_key") or ""
@@ -155,15 +181,15 @@ def complete(provider: dict, provider_name: str, upstream_model: str, prompt: st
         _check(cancel, deadline)
         if breaker is not None and not breaker.allow():
             raise ProviderUnavailable(f"{provider_name}: circuit open")
-        on_call()
-        timeout = (connect_timeout, max(0.1, min(read_timeout, deadline - time.monotonic() + 1)))
-        response, problem, network = _attempt(url, headers, body, timeout, cancel, deadline, key)
+        settle = on_call()
+        response, completion, problem, network = _attempt(
+            kind, url, headers, body, (connect_timeout, read_timeout), cancel, deadline, key,
+            settle)
         if response is not None and response.status_code < 300:
-            result = _parse(kind, response)
-            _record(breaker, result is not None)
-            if result is None:
+            _record(breaker, completion is not None)
+            if completion is None:
                 raise ProviderUnavailable(f"{provider_name}: malformed response")
-            return result
+            return completion
         status = response.status_code if response is not None else 0
         retryable = network or status in RETRY_STATUSES or status >= 500
         _record(breaker, not retryable and status not in AUTH_STATUSES)
@@ -192,20 +218,70 @@ def _build(kind: str, provider: dict, key: str, model: str, prompt: str, system:
                                                  "messages": messages}
 
 
-def _attempt(url: str, headers: dict, body: dict, timeout: tuple[float, float],
-             cancel: threading.Event, deadline: float,
-             key: str) -> tuple[requests.Response | None, str, bool]:
-    """Send once on the pool, waiting in slices: response or None, scrubbed problem,
-    and whether it was a network error (worth retrying)."""
-    future = _pool.submit(_post, url, headers, body, timeout)
+def _attempt(kind: str, url: str, headers: dict, body: dict, timeout: tuple[float, float],
+             cancel: threading.Event, deadline: float, key: str, settle: Settle,
+             ) -> tuple[requests.Response | None, Completion | None, str, bool]:
+    """Send once on the pool, waiting in slices: response or None, its completion,
+    scrubbed problem, and whether it was a network error (worth retrying)."""
+    future = _pool.submit(_exchange, kind, url, headers, body, timeout, settle)
     while not wait([future], timeout=WAIT_SLICE).done:
-        _check(cancel, deadline, future)
-    try:
-        response = future.result()
-    except requests.RequestException as exc:
-        return None, _scrub(f"{type(exc).__name__}: {exc}", key), isinstance(exc, NETWORK_ERRORS)
+        try:
+            _check(cancel, deadline)
+        except (Cancelled, DeadlineExceeded):
+            if future.cancel():  # still queued: never sent
+                settle(Outcome())
+            raise
+    response, completion, error = future.result()
+    if error is not None:
+        problem = _scrub(f"{type(error).__name__}: {error}", key)
+        return None, None, problem, isinstance(error, NETWORK_ERRORS)
     problem = f"HTTP {response.status_code}: {_upstream_message(response)}"
-    return response, _scrub(problem, key), False
+    return response, completion, _scrub(problem, key), False
+
+
+def _exchange(kind: str, url: str, headers: dict, body: dict, timeout: tuple[float, float],
+              settle: Settle) -> tuple[requests.Response | None, Completion | None,
+                                       requests.RequestException | None]:
+    """On a pool thread: send, read the answer and settle the call's cost."""
+    response = completion = error = None
+    try:
+        response = _post(url, headers, body, timeout)
+        if response.status_code < 300:
+            completion = _parse(kind, response)
+    except requests.RequestException as exc:
+        error = exc
+    try:
+        settle(Outcome(completion, completion is None and _maybe_billed(response, error)))
+    except Exception:
+        log.exception("could not settle a provider call: it stays in flight and is charged"
+                      " at its estimate at the next start")
+    return response, completion, error
+
+
+def _maybe_billed(response: requests.Response | None,
+                  error: requests.RequestException | None) -> bool:
+    """No usage came back: could the provider have billed the call all the same? Not
+    for a clear error answer (providers bill none) nor a request that never left."""
+    if response is not None:
+        return response.status_code < 300 or not _has_error_body(response)
+    return _was_sent(error)
+
+
+def _has_error_body(response: requests.Response) -> bool:
+    try:
+        return bool(response.json().get("error"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def _was_sent(error: requests.RequestException | None) -> bool:
+    """False when the connection was never made; any later failure (read timeout,
+    reset, truncated answer) may have come after the provider got the request."""
+    if not isinstance(error, NETWORK_ERRORS) or isinstance(
+            error, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return False
+    cause = error.args[0] if error.args else None
+    return not isinstance(getattr(cause, "reason", cause), NewConnectionError)
 
 
 def _post(url: str, headers: dict, body: dict, timeout: tuple[float, float]) -> requests.Response:
@@ -282,17 +358,12 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _check(cancel: threading.Event, deadline: float, future: Future | None = None) -> None:
-    """Raise Cancelled or DeadlineExceeded (dropping a pending future) when due."""
-    error: Exception | None = None
+def _check(cancel: threading.Event, deadline: float) -> None:
+    """Raise Cancelled or DeadlineExceeded when due."""
     if cancel.is_set():
-        error = Cancelled("cancelled")
-    elif time.monotonic() >= deadline:
-        error = DeadlineExceeded("deadline exceeded")
-    if error is not None:
-        if future is not None:
-            future.cancel()
-        raise error
+        raise Cancelled("cancelled")
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded("deadline exceeded")
 
 
 def _sleep(seconds: float, cancel: threading.Event, deadline: float) -> None:

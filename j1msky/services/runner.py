@@ -6,6 +6,8 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
+from functools import partial
 
 from flask import Flask, current_app
 
@@ -13,7 +15,7 @@ from .. import metrics
 from ..config import current as current_config
 from ..db import get_db, transaction
 from ..errors import APIError
-from . import agentdata, agents, catalog, limits, providers
+from . import agentdata, agents, catalog, ledger, limits, providers
 
 log = logging.getLogger(__name__)
 STOP = (-1, -1, None)  # sorts before any agent: workers see it first at shutdown
@@ -37,11 +39,14 @@ class Runner:
             config = current_config()
             with transaction(get_db()) as conn:
                 failed = agents.interrupt_running(conn, "interrupted by restart")
+                lost = settle_lost_calls(conn, config)
                 conn.execute("DELETE FROM idempotency_keys WHERE state = 'executing'")
             for row in agents.waiting(get_db()):
                 self.submit(row["agent_id"], row["priority"])
         if failed:
             log.warning("marked %d agents interrupted by restart as failed", len(failed))
+        if lost:
+            log.warning("charged %d provider calls lost in flight at their estimates", lost)
         for n in range(config["agents"]["workers"]):
             thread = threading.Thread(target=self.work, name=f"agent-worker-{n}", daemon=True)
             thread.start()
@@ -125,25 +130,28 @@ def run_steps(conn, config: dict, row, task: str, steps: list[dict], deadline: f
         if cancel.is_set():
             raise providers.Cancelled()
         prompt = task if output is None else f"Task:\n{task}\n\nPrevious step's output:\n{output}"
-        model, completion = call_with_fallback(conn, config, step["model"], prompt, step["role"],
-                                               deadline, cancel)
+        call = Call(row["agent_id"], index, prompt, step["role"])
+        model, completion = call_with_fallback(conn, config, step["model"], call, deadline,
+                                               cancel)
         output = completion.text
-        micros = catalog.cost_micros(config, model, completion.input_tokens,
-                                     completion.output_tokens)
-        still_running = agents.record_step(
-            conn, config, row["agent_id"], index, model=model,
-            provider=config["models"][model]["provider"], output=output, status="completed",
-            micros=micros, input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            fallback_from=step["model"] if model != step["model"] else None,
-            simulated=completion.simulated, data_key=key)
-        if not still_running:
+        if not agents.record_step(conn, row["agent_id"], index, model=model, output=output,
+                                  fallback_from=step["model"] if model != step["model"] else None,
+                                  simulated=completion.simulated, data_key=key):
             raise providers.Cancelled()
     return output
 
 
-def call_with_fallback(conn, config: dict, model: str, prompt: str, system: str | None,
-                       deadline: float, cancel: threading.Event):
+@dataclass
+class Call:
+    """One step's request to a model, whichever model of the chain answers it."""
+    agent_id: str
+    step: int
+    prompt: str
+    system: str | None
+
+
+def call_with_fallback(conn, config: dict, model: str, call: Call, deadline: float,
+                       cancel: threading.Event):
     """Try the model, then down its fallback chain, skipping providers at their hourly
     limit; (model used, Completion)."""
     calls = config["provider_calls"]
@@ -156,18 +164,13 @@ def call_with_fallback(conn, config: dict, model: str, prompt: str, system: str 
             continue
         breaker = providers.breaker_for(route.provider_name, calls["circuit_threshold"],
                                         calls["circuit_timeout"])
-        hourly = config["providers"][route.provider_name]["hourly"]
-
-        def count_call(provider=route.provider_name, hourly=hourly):
-            if not limits.try_count_call(conn, provider, hourly):
-                raise providers.ProviderUnavailable(f"{provider}: hourly limit of {hourly} reached")
-            metrics.provider_call(provider)
         try:
             completion = providers.complete(
-                route.provider, route.provider_name, route.upstream, prompt, system=system,
-                max_tokens=config["agents"]["max_output_tokens"], deadline=deadline,
-                cancel=cancel, on_call=count_call, retries=calls["retries"],
-                backoff_base=calls["backoff_base"],
+                route.provider, route.provider_name, route.upstream, call.prompt,
+                system=call.system, max_tokens=config["agents"]["max_output_tokens"],
+                deadline=deadline, cancel=cancel,
+                on_call=partial(open_call, conn, config, call, candidate, route),
+                retries=calls["retries"], backoff_base=calls["backoff_base"],
                 backoff_max=calls["backoff_max"], breaker=None if route.simulated else breaker,
                 connect_timeout=calls["connect_timeout"], read_timeout=calls["read_timeout"])
         except providers.ProviderUnavailable as exc:
@@ -175,3 +178,72 @@ def call_with_fallback(conn, config: dict, model: str, prompt: str, system: str 
             continue
         return candidate, completion
     raise providers.ProviderUnavailable("no model could answer: " + "; ".join(failures))
+
+
+def open_call(conn, config: dict, call: Call, model: str, route: catalog.Route
+              ) -> providers.Settle:
+    """Before an attempt is sent: count it against its provider's hourly limit and
+    record it in flight, in one transaction; returns what settles its cost. The
+    simulator has no limit and nothing to lose, so its calls are settled at once."""
+    provider = route.provider_name
+    if route.simulated:
+        return partial(settle, current_app._get_current_object(), None, call, model, provider)
+    hourly = config["providers"][provider]["hourly"]
+    with transaction(conn):
+        if not limits.try_count_call(conn, provider, hourly):
+            raise providers.ProviderUnavailable(f"{provider}: hourly limit of {hourly} reached")
+        estimate = catalog.cost_micros(config, model,
+                                       agents.estimate_tokens(call.prompt + (call.system or "")),
+                                       config["agents"]["max_output_tokens"])
+        call_id = ledger.open_call(conn, agent_id=call.agent_id, step=call.step, model=model,
+                                   provider=provider, estimate=estimate)
+    metrics.provider_call(provider)
+    return partial(settle, current_app._get_current_object(), call_id, call, model, provider)
+
+
+def settle(app: Flask, call_id: int | None, call: Call, model: str, provider: str,
+           outcome: providers.Outcome) -> None:
+    """Charge one attempt what it cost: its reported usage at the model's prices, its
+    estimate when the provider may have billed it without saying, else nothing. Runs
+    on the thread that got the answer, whether or not the agent still waits for it."""
+    with app.app_context():
+        config = current_config()
+        conn = get_db()
+        with transaction(conn):
+            if call_id is None:
+                estimate, held = 0, 0
+            else:
+                in_flight = ledger.take(conn, call_id)
+                if in_flight is None:
+                    return
+                estimate, held = in_flight["estimate_micros"], in_flight["held"]
+            charge(conn, config, call.agent_id, call.step, model, provider, outcome,
+                   estimate, estimate if held else 0)
+
+
+def settle_lost_calls(conn, config: dict) -> int:
+    """At start: every call still in flight lost its answer and may have been billed,
+    so each is charged at its estimate (caller holds the transaction)."""
+    lost = ledger.in_flight(conn)
+    for in_flight in lost:
+        ledger.take(conn, in_flight["id"])
+        charge(conn, config, in_flight["agent_id"], in_flight["step"], in_flight["model"],
+               in_flight["provider"], providers.Outcome(maybe_billed=True),
+               in_flight["estimate_micros"],
+               in_flight["estimate_micros"] if in_flight["held"] else 0)
+    return len(lost)
+
+
+def charge(conn, config: dict, agent_id: str, step: int, model: str, provider: str,
+           outcome: providers.Outcome, estimate: int, held: int) -> None:
+    completion = outcome.completion
+    if completion is not None:
+        cost = catalog.cost_micros(config, model, completion.input_tokens,
+                                   completion.output_tokens)
+        usage = (completion.input_tokens, completion.output_tokens)
+    else:
+        cost, usage = (estimate if outcome.maybe_billed else 0), (0, 0)
+    if cost or completion is not None or held:
+        agents.charge(conn, config, agent_id, step=step, model=model, provider=provider,
+                      cost=cost, input_tokens=usage[0], output_tokens=usage[1],
+                      estimated=completion is None and outcome.maybe_billed, held=held)
