@@ -12,6 +12,7 @@ from ..errors import APIError, first_message
 SCOPE_PAGES = (
     ("dashboard.overview.index", "Overview", "agents:read"),
     ("dashboard.agents.index", "Agents", "agents:read"),
+    ("dashboard.billing.index", "Billing", "billing:read"),
     ("dashboard.keys.index", "API keys", "admin:write"),
     ("dashboard.signin.sessions_page", "Sessions", "admin:write"),
 )
