@@ -15,6 +15,7 @@ SCOPE_PAGES = (
     ("dashboard.billing.index", "Billing", "billing:read"),
     ("dashboard.keys.index", "API keys", "admin:write"),
     ("dashboard.signin.sessions_page", "Sessions", "admin:write"),
+    ("dashboard.settings.limits", "Limits", "admin:write"),
 )
 
 
