@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 from flask import Blueprint, Flask, render_template, request
 from flask.sessions import SecureCookieSessionInterface
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import APIError
 from ..services import events
 from ..services.pagination import ListError
-from . import agents, assets, billing, keys, overview, settings, signin
+from . import agents, assets, billing, keys, overview, security, settings, signin
 from .common import SCOPE_PAGES, has_scope
 
 bp = Blueprint("dashboard", __name__)
@@ -90,8 +91,14 @@ def http_error(exc: HTTPException):
     return error_page(exc.code or 500, exc.description or exc.name)
 
 
-for page in (assets.bp, signin.bp, overview.bp, agents.bp, billing.bp, keys.bp, settings.bp):
+for page in (assets.bp, signin.bp, overview.bp, agents.bp, billing.bp, keys.bp, settings.bp,
+             security.bp):
     bp.register_blueprint(page)
+
+
+def json_text(value) -> str:
+    """JSON for reading (audit details, event payloads): a plain string, so autoescaped."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 def init_app(app: Flask) -> None:
@@ -102,6 +109,7 @@ def init_app(app: Flask) -> None:
                       SESSION_COOKIE_HTTPONLY=True, WTF_CSRF_TIME_LIMIT=None,
                       WTF_CSRF_CHECK_DEFAULT=False)
     csrf.init_app(app)
+    app.jinja_env.filters["json_text"] = json_text
     app.jinja_env.globals.update(
         asset=assets.asset_url, has_scope=has_scope, scope_pages=SCOPE_PAGES,
         event_types=events.TYPES,

@@ -16,6 +16,7 @@ SCOPE_PAGES = (
     ("dashboard.keys.index", "API keys", "admin:write"),
     ("dashboard.signin.sessions_page", "Sessions", "admin:write"),
     ("dashboard.settings.limits", "Limits", "admin:write"),
+    ("dashboard.security.index", "Security", "admin:write"),
 )
 
 
