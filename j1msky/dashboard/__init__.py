@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import APIError
 from ..services import events
 from ..services.pagination import ListError
-from . import agents, assets, billing, keys, overview, security, settings, signin
+from . import agents, assets, billing, feed, keys, overview, security, settings, signin
 from .common import SCOPE_PAGES, has_scope
 
 bp = Blueprint("dashboard", __name__)
@@ -91,8 +91,8 @@ def http_error(exc: HTTPException):
     return error_page(exc.code or 500, exc.description or exc.name)
 
 
-for page in (assets.bp, signin.bp, overview.bp, agents.bp, billing.bp, keys.bp, settings.bp,
-             security.bp):
+for page in (assets.bp, signin.bp, overview.bp, agents.bp, billing.bp, feed.bp, keys.bp,
+             settings.bp, security.bp):
     bp.register_blueprint(page)
 
 

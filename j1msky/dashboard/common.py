@@ -13,6 +13,8 @@ SCOPE_PAGES = (
     ("dashboard.overview.index", "Overview", "agents:read"),
     ("dashboard.agents.index", "Agents", "agents:read"),
     ("dashboard.billing.index", "Billing", "billing:read"),
+    ("dashboard.events.index", "Events", "agents:read"),
+    ("dashboard.events.webhooks_index", "Webhooks", "admin:write"),
     ("dashboard.keys.index", "API keys", "admin:write"),
     ("dashboard.signin.sessions_page", "Sessions", "admin:write"),
     ("dashboard.settings.limits", "Limits", "admin:write"),
