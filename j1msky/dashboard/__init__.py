@@ -9,11 +9,12 @@ import hashlib
 import hmac
 import json
 
-from flask import Blueprint, Flask, render_template, request
+from flask import Blueprint, Flask, g, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from .. import auth
 from ..errors import APIError
 from ..services import events
 from ..services.pagination import ListError
@@ -48,6 +49,14 @@ def guard_writes():
 
 
 bp.before_request(signin.load_session)
+
+
+@bp.before_request
+def audit_action():
+    """A console action is a use of its session's key: api.key.used at the verbose audit
+    level, as the API records for its twin."""
+    if request.method not in SAFE_METHODS and g.get("key") is not None:
+        auth.audit_key_use()
 
 
 @bp.after_request

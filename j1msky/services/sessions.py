@@ -36,6 +36,11 @@ def start(conn: sqlite3.Connection, key_id: str, settings: dict, *, ip: str | No
     return token
 
 
+def cutoffs(settings: dict, now: dt.datetime) -> tuple[str, str]:
+    """(now, idle limit): a session ends when expires_at <= now or last_seen_at <= idle limit."""
+    return clock.iso(now), clock.iso(now - dt.timedelta(minutes=settings["idle_timeout_minutes"]))
+
+
 def resume(conn: sqlite3.Connection, token: str, settings: dict
            ) -> tuple[sqlite3.Row, sqlite3.Row] | None:
     """(session, key) for a live session, its idle clock restarted; None (and the row
@@ -45,9 +50,9 @@ def resume(conn: sqlite3.Connection, token: str, settings: dict
     if session is None:
         return None
     now = clock.now()
-    idle_since = clock.iso(now - dt.timedelta(minutes=settings["idle_timeout_minutes"]))
+    ends, idle_since = cutoffs(settings, now)
     key = conn.execute("SELECT * FROM api_keys WHERE id = ?", (session["key_id"],)).fetchone()
-    if session["expires_at"] <= clock.iso(now) or session["last_seen_at"] <= idle_since \
+    if session["expires_at"] <= ends or session["last_seen_at"] <= idle_since \
             or not key_usable(key):
         end(conn, session["id_hash"])
         return None
@@ -55,6 +60,15 @@ def resume(conn: sqlite3.Connection, token: str, settings: dict
         conn.execute("UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?",
                      (clock.iso(now), session["id_hash"]))
     return session, key
+
+
+def purge_expired(conn: sqlite3.Connection, settings: dict) -> int:
+    """Delete sessions past their lifetime or idle timeout, and expired login links;
+    return how many sessions went (a scheduled job: resume() only sees returning ones)."""
+    ends, idle_since = cutoffs(settings, clock.now())
+    conn.execute("DELETE FROM console_login_links WHERE expires_at <= ?", (ends,))
+    return conn.execute("DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen_at <= ?",
+                        (ends, idle_since)).rowcount
 
 
 def end(conn: sqlite3.Connection, id_hash: str) -> bool:

@@ -10,6 +10,7 @@ from markupsafe import escape
 
 from tests.dashboard.conftest import page_text
 from tests.dashboard.test_pages import XSS_TASK, audit_events
+from tests.helpers import configure
 
 
 def allow_form(allowed="", enforce=True, proxies="", log_violations=True) -> dict:
@@ -140,3 +141,20 @@ def test_security_pages_need_admin_write(app, browser, keys, owner):
                        ("/settings/security/block", {"ip": "10.2.2.2"})):
         assert browser.post(path, form).status_code == 403
     assert config_text(app) == before
+
+
+def test_console_actions_are_audited_like_their_api_twins(app, owner, client, admin):
+    configure(app, audit={"log_level": "verbose"})
+    client.post("/api/security/block-ip", headers=admin.headers, json={"ip": "10.5.5.5"})
+    owner.post("/settings/security/block", {"ip": "10.6.6.6"})
+    owner.post("/settings/security/blocked/10.6.6.6/unblock")
+    owner.get("/settings/security")  # reading is not an action
+    text = html.unescape(page_text(owner.get("/settings/audit?event=api.key.used")))
+    assert '"path": "/api/security/block-ip"' in text
+    assert '"path": "/settings/security/block"' in text
+    assert '"path": "/settings/security/blocked/10.6.6.6/unblock"' in text
+    assert '"path": "/settings/security"\n' not in text
+    configure(app, audit={"log_level": "standard"})
+    before = audit_events(app)
+    owner.post("/settings/security/block", {"ip": "10.7.7.7"})
+    assert audit_events(app) == before  # as POST /api/security/block-ip at this level

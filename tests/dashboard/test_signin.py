@@ -159,6 +159,29 @@ def test_idle_timeout_and_absolute_lifetime_come_from_config(app, browser, admin
     assert browser.get("/").status_code == 302
 
 
+def test_the_scheduled_job_purges_ended_sessions_and_links(app, browser, keys, admin,
+                                                          cli_runner):
+    from j1msky import scheduler
+    configure(app, dashboard={"idle_timeout_minutes": 30, "session_lifetime_hours": 2})
+    now = freeze(dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc))
+    browser.sign_in(admin)  # idles out
+    assert cli_runner.invoke(cli, ["login-link"]).exit_code == 0  # expires after 10 minutes
+    now[0] += dt.timedelta(minutes=20)
+    fresh = Browser(app.test_client())
+    fresh.sign_in(admin)  # still live at the purge
+    now[0] += dt.timedelta(minutes=15)
+    assert len(session_rows(app)) == 2
+    with app.app_context():
+        assert scheduler.purge_console_sessions() == 1
+    assert len(session_rows(app)) == 1 and fresh.get("/").status_code == 200
+    conn = sqlite3.connect(app.config["DATABASE"])
+    assert conn.execute("SELECT count(*) FROM console_login_links").fetchone()[0] == 0
+    conn.close()
+    assert (scheduler.purge_console_sessions, {"trigger": "interval", "minutes": 10}) \
+        in scheduler.JOBS
+    assert "console_sessions: 0 removed" in cli_runner.invoke(cli, ["purge"]).output
+
+
 def test_a_tampered_cookie_goes_back_to_sign_in_with_a_notice_then_to_the_page(browser, admin):
     browser.client.set_cookie("j1msky_session", "forged-value")
     response = browser.get("/settings/keys")
@@ -205,7 +228,13 @@ def test_tokens_do_not_expire_so_an_old_tab_still_works(app, browser, admin):
                                          "csrf_token": token}).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/", "/login", "/agents", "/agents/nope", "/settings/keys"])
+CONSOLE_PAGES = ("/", "/agents", "/agents/new", "/billing", "/events", "/webhooks",
+                 "/settings/keys", "/settings/sessions", "/settings/limits", "/settings/security",
+                 "/settings/audit")
+
+
+@pytest.mark.parametrize("path", ["/login", "/agents/nope", "/billing/usage.csv",
+                                  *CONSOLE_PAGES])
 def test_every_console_response_carries_the_security_headers(owner, path):
     response = owner.get(path)
     csp = response.headers["Content-Security-Policy"]
@@ -219,7 +248,7 @@ def test_every_console_response_carries_the_security_headers(owner, path):
 
 
 def test_pages_hold_no_inline_script_or_style(owner):
-    for path in ("/", "/agents", "/agents/new", "/settings/keys", "/settings/sessions"):
+    for path in CONSOLE_PAGES:
         html = page_text(owner.get(path))
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
         assert "style=" not in html and "<style" not in html, path
