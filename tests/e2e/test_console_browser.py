@@ -49,7 +49,8 @@ def server(tmp_path_factory):
         "anthropic": {"kind": "simulated", "hourly": 1000, "delay": 2.5},
         "kimi-coding": {"kind": "simulated", "hourly": 1000, "delay": 0}},
         server={"threads": 8}, security={"auth_failures_to_block": 1000},
-        streams={"max_seconds": 120, "heartbeat_seconds": 2})
+        streams={"max_seconds": 120, "heartbeat_seconds": 2},
+        webhooks={"allowed_networks": ["127.0.0.0/8"], "retry_schedule_seconds": [0.5]})
     (instance / "config.json").write_text(json.dumps(config))
     live = LiveServer(instance)
     live.cli("init")
@@ -63,14 +64,20 @@ def owner_key(server):
     return server.create_key("agents:read", "agents:write", "billing:read", "admin:write")
 
 
-def new_driver(size=LAPTOP):
+def new_driver(size=LAPTOP, downloads: str | None = None):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--window-size={size[0]},{size[1]}", "--no-first-run"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if downloads:
+        options.add_experimental_option("prefs", {"download.default_directory": downloads,
+                                                  "download.prompt_for_download": False})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    if downloads:
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                               {"behavior": "allow", "downloadPath": downloads})
     resize(driver, size)
     return driver
 
@@ -85,8 +92,8 @@ def resize(driver, size) -> None:
 def browser():
     drivers = []
 
-    def make(size=LAPTOP):
-        driver = new_driver(size)
+    def make(size=LAPTOP, downloads=None):
+        driver = new_driver(size, downloads)
         drivers.append(driver)
         return driver
 
@@ -148,6 +155,19 @@ def page_height(driver) -> int:
     return driver.execute_script("return document.documentElement.scrollHeight")
 
 
+# Every page a signed-in owner can open, with the name of its screenshot.
+PAGES = (("/", "overview"), ("/agents", "agents"), ("/agents/new", "spawn"),
+         ("/billing", "billing"), ("/events", "events"), ("/webhooks", "webhooks"),
+         ("/settings/keys", "keys"), ("/settings/sessions", "sessions"),
+         ("/settings/limits", "limits"), ("/settings/security", "security"),
+         ("/settings/audit", "audit"))
+
+
+def api(server, key: dict, method: str, path: str, **kw) -> requests.Response:
+    return requests.request(method, server.url + path, timeout=10,
+                            headers={"Authorization": f"Bearer {key['key']}"}, **kw)
+
+
 # -- tests ---------------------------------------------------------------------------------
 
 def test_sign_in_with_a_cli_key_and_the_cookie_flags(server, owner_key, browser):
@@ -193,12 +213,11 @@ def test_spawn_watch_it_complete_then_every_page_is_clean(server, owner_key, bro
     assert driver.current_url == url
     assert "finished" in driver.find_element(By.CSS_SELECTOR, ".live-status").text
     shoot(driver, "agent")
-    for path, name in (("/", "overview"), ("/agents", "agents"), ("/agents/new", "spawn"),
-                       ("/settings/keys", "keys"), ("/settings/sessions", "sessions")):
+    for path, name in PAGES:
         driver.get(server.url + path)
         time.sleep(0.3)
         shoot(driver, name)
-    assert problems(driver) == []
+        assert problems(driver) == [], path
 
 
 def test_recommend_then_cancel_after_confirming(server, owner_key, browser):
@@ -319,3 +338,96 @@ def test_the_overview_follows_a_change_without_reloading(server, owner_key, brow
     # The issue asks for 2 s; the wait allows more so a loaded CI machine does not flake.
     wait(driver, 5).until(lambda d: agent_id in d.find_element(By.CLASS_NAME, "events").text)
     assert driver.execute_script("return window.notReloaded") is True
+
+
+def test_edit_the_ip_allow_list_with_the_lock_out_refused(server, owner_key, browser):
+    driver = browser(PHONE)
+    sign_in(driver, server, owner_key["key"], "/settings/security")
+    assert driver.find_element(By.ID, "your-ip").text == "127.0.0.1"
+    before = api(server, owner_key, "GET", "/api/security/ip-whitelist").json()
+    box = driver.find_element(By.ID, "allowed_ips")
+    box.clear()
+    box.send_keys("10.0.0.0/8")
+    enforce = driver.find_element(By.NAME, "enforce")
+    if not enforce.is_selected():
+        enforce.click()
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/allow-list'] button[type=submit]").click()
+    wait_text(driver, "Refusing to lock you out: your address 127.0.0.1 is not in allowed_ips")
+    # The refusal is a 409 page, which the browser logs; nothing else may be.
+    assert [m for m in problems(driver) if "status of 409 (CONFLICT)" not in m] == []
+    shoot(driver, "security-refused")
+    assert api(server, owner_key, "GET", "/api/security/ip-whitelist").json() == before
+    box = driver.find_element(By.ID, "allowed_ips")
+    box.clear()
+    box.send_keys("127.0.0.1/32\n10.0.0.0/8")
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/allow-list'] button[type=submit]").click()
+    wait_text(driver, "The allow list is saved.")
+    saved = api(server, owner_key, "GET", "/api/security/ip-whitelist").json()
+    assert saved["allowed_ips"] == ["127.0.0.1/32", "10.0.0.0/8"] and saved["enforce"] is True
+    api(server, owner_key, "PUT", "/api/security/ip-whitelist",
+        json={"allowed_ips": [], "enforce": False}).raise_for_status()
+    assert problems(driver) == []
+
+
+def test_download_the_billing_csv(server, owner_key, browser, tmp_path):
+    agent_id = api(server, owner_key, "POST", "/api/spawn",
+                   json={"model": "k2p5", "task": "bill me"}).json()["agent_id"]
+    deadline = time.monotonic() + 15
+    while api(server, owner_key, "GET", f"/api/agent/{agent_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    driver = browser(downloads=str(tmp_path))
+    sign_in(driver, server, owner_key["key"], "/billing")
+    wait_text(driver, "By model")
+    driver.find_element(By.LINK_TEXT, "Download CSV").click()
+    target = tmp_path / "j1msky-usage.csv"
+    WebDriverWait(driver, 15).until(lambda d: target.exists())
+    expected = api(server, owner_key, "GET", "/api/billing/usage?format=csv").text
+    assert target.read_bytes() == expected.encode()
+    assert "day,model,provider,key_id" in expected and ",k2p5,kimi-coding," in expected
+    assert problems(driver) == []
+
+
+def test_register_a_webhook_test_it_and_delete_it(server, owner_key, browser, webhook_receiver):
+    driver = browser(PHONE)
+    sign_in(driver, server, owner_key["key"], "/webhooks")
+    driver.find_element(By.ID, "url").send_keys(webhook_receiver.url + "/hook")
+    driver.find_element(By.CSS_SELECTOR, "input[value='agent.completed']").click()
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/webhooks'] button[type=submit]").click()
+    wait_text(driver, "shown only this once")
+    secret = driver.find_element(By.ID, "webhook-secret").text
+    assert secret.startswith("whsec_")
+    assert driver.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
+    shoot(driver, "webhook-created")
+    driver.find_element(By.LINK_TEXT, "Done").click()
+    assert secret not in driver.page_source
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/test'] button").click()
+    wait_text(driver, "Test delivery queued")
+    webhook_receiver.wait_for(1, "/hook")
+    deadline = time.monotonic() + 10
+    while "delivered" not in driver.find_element(By.TAG_NAME, "main").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        driver.refresh()
+    shoot(driver, "webhook")
+    driver.find_element(By.LINK_TEXT, "Delete…").click()
+    wait_text(driver, "Delete this webhook?")
+    driver.find_element(By.CSS_SELECTOR, "button.danger").click()
+    wait_text(driver, "Deleted the webhook")
+    assert api(server, owner_key, "GET", "/api/webhooks").json()["data"] == []
+    assert problems(driver) == []
+
+
+def test_the_event_feed_follows_new_events_of_its_type(server, owner_key, browser):
+    driver = browser(PHONE)
+    sign_in(driver, server, owner_key["key"], "/events?type=agent.completed")
+    wait(driver).until(lambda d: "updated" in d.find_element(By.CSS_SELECTOR, ".live-status").text)
+    driver.execute_script("window.notReloaded = true")
+    agent_id = api(server, owner_key, "POST", "/api/spawn",
+                   json={"model": "k2p5", "task": XSS}).json()["agent_id"]
+    wait(driver, 10).until(lambda d: agent_id in d.find_element(By.ID, "event-feed").text)
+    assert driver.execute_script("return window.notReloaded") is True
+    feed = driver.find_element(By.ID, "event-feed").text
+    assert "agent.completed" in feed and "agent.spawned" not in feed
+    assert no_dialog(driver) and "pwned" not in driver.title
+    assert problems(driver) == []
