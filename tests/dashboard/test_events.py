@@ -129,8 +129,8 @@ def test_send_a_test_and_read_the_deliveries_log(app, owner, admin, client, webh
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "<code>webhook.test</code>" in text and "2 attempts" in text
-    assert re.search(r"<td>500</td><td class=\"num\">\d+ ms</td>", text)
-    assert re.search(r"<td>200</td><td class=\"num\">\d+ ms</td>", text)
+    assert re.search(r"</time> · <strong>500</strong> · \d+ ms", text)
+    assert re.search(r"</time> · <strong>200</strong> · \d+ ms", text)
 
 
 def test_delete_asks_first(app, owner, client, admin, webhook_receiver):
