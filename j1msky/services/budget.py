@@ -155,8 +155,7 @@ def burn_rate(conn: sqlite3.Connection, config: dict) -> dict:
     per_hour = spent / hours
     left = micros(config["budget"]["daily"]) - spent
     runs_out_at = None
-    if per_hour > 0:
-        moment = now + dt.timedelta(hours=max(left, 0) / per_hour)
-        if moment.date() == now.date():
-            runs_out_at = moment.strftime("%H:%M")
+    # Compared in hours first: a large budget at a tiny rate is past any date's range.
+    if per_hour > 0 and max(left, 0) / per_hour * 3600 < seconds_to_day_end(config):
+        runs_out_at = (now + dt.timedelta(hours=max(left, 0) / per_hour)).strftime("%H:%M")
     return {"per_hour": dollars(round(per_hour)), "runs_out_at": runs_out_at}

@@ -69,6 +69,20 @@ def test_the_budget_gauge_takes_the_alert_level_colour(app, owner):
     assert "At this rate the budget runs out at" in text or "lasts the day" in text
 
 
+def test_a_huge_budget_at_a_tiny_rate_lasts_the_day(app, owner):
+    configure(app, budget={"daily": 1_000_000_000, "monthly_ceiling": 1_000_000_000})
+    conn = sqlite3.connect(app.config["DATABASE"])
+    from j1msky.services import budget
+    day = budget.today(app.extensions["j1msky_config"].get())
+    conn.execute("INSERT INTO budget_days (day, spent_micros, reserved_micros) VALUES (?, 1, 0)",
+                 (day,))
+    conn.commit()
+    conn.close()
+    response = owner.get("/")  # the run-out moment would be past any date's range
+    assert response.status_code == 200 and "At this rate the budget lasts the day." in \
+        page_text(response)
+
+
 def test_the_live_fragment_without_a_session_is_401_not_a_redirect(client):
     response = client.get("/live/overview")
     assert response.status_code == 401
