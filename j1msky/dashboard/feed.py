@@ -21,20 +21,22 @@ from ..db import get_db, transaction
 from ..errors import APIError
 from ..schemas import WebhookCreateRequest
 from ..services import events, webhooks
-from ..services.pagination import build_page, parse_list_args
+from ..services.pagination import Field, build_page, parse_list_args
 from .common import field_errors, needs
 
 bp = Blueprint("events", __name__)
 FEED_PAGE = 30
 DELIVERIES_SHOWN = 20
+# The API's event fields, plus the id the console sorts by (newest first, on the key).
+NEWEST_FIRST = {**EVENT_FIELDS, "id": Field("id", "int", nullable=False)}
 
 
 def feed(args) -> dict:
     """Events newest first, of the chosen type, by cursor pages of FEED_PAGE."""
     chosen = stream_types({"type": args.get("type", "")})  # 400 for an unknown type
     kept = {k: v for k, v in args.items() if k in ("type", "cursor") and v}
-    query = parse_list_args({**kept, "limit": str(FEED_PAGE)}, EVENT_FIELDS,
-                            shorthands={"type": ("type", "eq")}, default_sort="-created_at")
+    query = parse_list_args({**kept, "limit": str(FEED_PAGE)}, NEWEST_FIRST,
+                            shorthands={"type": ("type", "eq")}, default_sort="-id")
     rows = get_db().execute(*query.page_sql("events")).fetchall()
     page, pagination, _links = build_page(rows, query, total=None, base_path=request.path,
                                           args=kept)
