@@ -4,7 +4,8 @@ What it does, in one run:
 
 1. Makes a temporary instance folder with harness.config() (limits raised), runs
    ``j1msky init`` and ``j1msky keys create`` (all scopes), and seeds N finished agents
-   with their running totals (bench_api.seed: the same rows and totals as bench_api.py).
+   with their running totals (bench_api.seed: the same rows and totals as bench_api.py),
+   an event and an audit entry for each, and one webhook.
 2. Starts ``j1msky serve --threads 8`` and signs in to the console with the key, as a
    browser does (GET /login for the CSRF token, POST the key, keep the cookies).
 3. Measures, with one sequential keep-alive client, each console page's server time
@@ -24,8 +25,11 @@ It prints figures and "target met"/"target MISSED"; it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import re
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -78,6 +82,27 @@ def first_load_bytes(base: str, cookies) -> tuple[int, int, list[str]]:
     return total, len(html.content), assets
 
 
+def seed_feed(db_path: str, ids: list[str], key_id: str) -> None:
+    """An agent.completed event and an agent.spawn audit entry per agent (the feed and
+    the audit log at the same size as the agents table)."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO events (type, created_at, data) SELECT 'agent.completed',"
+            " completed_at, json_object('agent_id', agent_id, 'model', model) FROM agents"
+            " WHERE agent_id = ?", ((i,) for i in ids))
+        conn.executemany(
+            "INSERT INTO audit_log (timestamp, event, severity, api_key_id, ip_address,"
+            " resource_type, resource_id, details) SELECT created_at, 'agent.spawn', 'info', ?,"
+            " '127.0.0.1', 'agent', agent_id, json_object('model', model) FROM agents"
+            " WHERE agent_id = ?", ((key_id, i) for i in ids))
+        conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
 def verdict(ok: bool) -> str:
     return "target met" if ok else "target MISSED"
 
@@ -92,21 +117,24 @@ def main() -> int:
     instance = tempfile.mkdtemp(prefix="j1msky-bench-dashboard-")
     stops: list[tuple[str, object]] = []
     try:
-        env, key = setup_instance(instance, harness.config(), "bench", (
+        settings = harness.config(webhooks={"allowed_networks": ["127.0.0.0/8"]})
+        env, key = setup_instance(instance, settings, "bench", (
             "agents:read", "agents:write", "billing:read", "admin:write"))
         from j1msky.config import load_file
         config = load_file(os.path.join(instance, "config.json"))
         began = time.perf_counter()
         ids = seed(os.path.join(instance, "j1msky.sqlite3"), args.agents, key["key_id"],
                    config, set())
-        print(f"seeded {args.agents} agents in {time.perf_counter() - began:.1f}s")
+        seed_feed(os.path.join(instance, "j1msky.sqlite3"), ids, key["key_id"])
+        print(f"seeded {args.agents} agents, events and audit entries in"
+              f" {time.perf_counter() - began:.1f}s")
 
         port = free_port()
         server = Server("serve", [*j1msky_command(), "serve", "--host", "127.0.0.1",
                                   "--port", str(port), "--threads", "8"],
                         env, os.path.join(instance, "serve.log"), port)
         stops.append(("serve", server))
-        server.start("/api/health")
+        server.start("/login")  # answers without a key: the log stays free of 401s
         base = f"http://127.0.0.1:{port}"
 
         browser = requests.Session()
@@ -114,6 +142,9 @@ def main() -> int:
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {key['key']}"
         agent = ids[len(ids) // 2]
+        hook = api.post(base + "/api/webhooks", timeout=10, data=json.dumps(
+            {"url": "http://127.0.0.1:9/hook", "events": ["agent.failed"]}),
+            headers={"Content-Type": "application/json"}).json()["id"]
         pages = {
             "GET / (overview)": "/",
             "GET /live/overview (its refresh)": "/live/overview",
@@ -125,8 +156,22 @@ def main() -> int:
             "GET /agents/<id>": f"/agents/{agent}",
             "GET /live/agents/<id>": f"/live/agents/{agent}",
             "GET /agents/new": "/agents/new",
+            "GET /billing (month to date)": "/billing",
+            "GET /billing?start=…&end=… (the last 366 days)":
+                f"/billing?start={dt.date.today() - dt.timedelta(days=365)}&end={dt.date.today()}",
+            "GET /billing/usage.csv": "/billing/usage.csv",
+            "GET /events": "/events",
+            "GET /events?type=agent.completed": "/events?type=agent.completed",
+            "GET /live/feed (its refresh)": "/live/feed",
+            "GET /webhooks": "/webhooks",
+            "GET /webhooks/<id> (deliveries)": f"/webhooks/{hook}",
             "GET /settings/keys": "/settings/keys",
             "GET /settings/sessions": "/settings/sessions",
+            "GET /settings/limits": "/settings/limits",
+            "GET /settings/security": "/settings/security",
+            "GET /settings/audit": "/settings/audit",
+            "GET /settings/audit?event=agent.spawn&severity=info":
+                "/settings/audit?event=agent.spawn&severity=info",
         }
         baseline = {"GET /api/orchestrator/status": "/api/orchestrator/status",
                     "GET /api/agents (baseline)": "/api/agents?sort=-created_at&limit=20"}
