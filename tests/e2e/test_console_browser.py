@@ -3,16 +3,20 @@
 build/screenshots/ (git-ignored); the best are committed under docs/screenshots/."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shutil
+import sqlite3
 import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
+from j1msky.config import load_file
+from j1msky.services import budget
 from tests.helpers import config_for_tests
 from tests.live import LiveServer, free_port
 from tests.local_server import LocalServer
@@ -369,6 +373,22 @@ def test_edit_the_ip_allow_list_with_the_lock_out_refused(server, owner_key, bro
     assert problems(driver) == []
 
 
+def spend_on_earlier_days(server, key_id: str) -> None:
+    """Calls charged on earlier days of this month by the ledger's own function (some at
+    an estimate), so the chart has bars to draw."""
+    config = load_file(os.path.join(server.instance, "config.json"))
+    today = dt.date.fromisoformat(budget.today(config))
+    conn = sqlite3.connect(os.path.join(server.instance, "j1msky.sqlite3"), timeout=10)
+    with conn:
+        for back in range(1, today.day):
+            for model, provider in (("opus", "anthropic"), ("k2p5", "kimi-coding")):
+                budget.charge(conn, config, day=(today - dt.timedelta(days=back)).isoformat(),
+                              model=model, provider=provider, key_id=key_id,
+                              cost=budget.micros(0.4 + (back * 7 % 5) / 4),
+                              input_tokens=900, output_tokens=300, estimated=back % 6 == 0)
+    conn.close()
+
+
 def test_download_the_billing_csv(server, owner_key, browser, tmp_path):
     agent_id = api(server, owner_key, "POST", "/api/spawn",
                    json={"model": "k2p5", "task": "bill me"}).json()["agent_id"]
@@ -376,9 +396,11 @@ def test_download_the_billing_csv(server, owner_key, browser, tmp_path):
     while api(server, owner_key, "GET", f"/api/agent/{agent_id}").json()["status"] != "completed":
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    spend_on_earlier_days(server, owner_key["key_id"])
     driver = browser(downloads=str(tmp_path))
     sign_in(driver, server, owner_key["key"], "/billing")
     wait_text(driver, "By model")
+    shoot(driver, "billing")
     driver.find_element(By.LINK_TEXT, "Download CSV").click()
     target = tmp_path / "j1msky-usage.csv"
     WebDriverWait(driver, 15).until(lambda d: target.exists())
