@@ -29,7 +29,7 @@ def instance_folder() -> str:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; nothing starts here (see start_background)."""
-    from . import api, auth, db, errors, ipguard, ratelimit
+    from . import api, auth, dashboard, db, errors, ipguard, ratelimit
     from .api.common import JSONProvider
     from .config import ConfigStore
     from .services.crypto import DataKey
@@ -58,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     ratelimit.init_app(app)  # before auth: the per-IP limit runs first
     auth.init_app(app)
     api.init_app(app)
+    dashboard.init_app(app)  # the owner's console at /
     return app
 
 

@@ -37,6 +37,12 @@ def load_caller(legacy: bool = False) -> sqlite3.Row:
     token = presented_key(legacy)
     if not token:
         raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>'")
+    return check_key(token)
+
+
+def check_key(token: str) -> sqlite3.Row:
+    """The row of an active key of this environment, or 401 saying why not (the API and
+    the console's sign-in both ask this)."""
     if not KEY_FORMAT.match(token):
         raise APIError(401, "Invalid API key")
     row = keys.find_by_key(get_db(), token)

@@ -1,9 +1,10 @@
-"""The j1msky command: init, keys, blocks, serve, purge, backup (built on Flask's CLI)."""
+"""The j1msky command: init, keys, blocks, login-link, serve, purge, backup (built on Flask's CLI)."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from flask.cli import FlaskGroup
 from . import create_app, instance_folder, ipguard, scheduler
 from .config import ConfigError, example_text, load_file
 from .db import get_db, transaction
-from .services import catalog, clock, keys
+from .services import catalog, clock, keys, sessions
 
 log = logging.getLogger("j1msky")
 
@@ -129,6 +130,25 @@ def keys_rotate(key_id, as_json):
     click.echo(f"{key_id} keeps working until {rotated['old_key_expires_at']}.")
 
 
+@cli.command("login-link")
+@click.option("--key-id", default=None,
+              help="Sign in as this key (default: the oldest active admin key).")
+def login_link(key_id):
+    """Print a single-use console sign-in URL, valid for 10 minutes."""
+    with transaction(get_db()) as conn:
+        key = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone() \
+            if key_id else sessions.owner_key(conn)
+        if not sessions.key_usable(key):
+            fail(f"key {key_id} cannot sign in (unknown, revoked, expired or suspended)"
+                 if key_id else "no active admin key: create one with `j1msky keys create`")
+        token = sessions.create_link(conn, key["id"])
+    server = current_app.extensions["j1msky_config"].get()["server"]
+    host = server["host"] if server["host"] not in ("0.0.0.0", "::", "") else socket.gethostname()
+    click.echo(f"http://{host}:{server['port']}/login/link/{token}")
+    click.echo(f"Open it within {sessions.LINK_MINUTES} minutes; it works once"
+               f" (signs in as {key['name']}, {key['prefix']}…).", err=True)
+
+
 @cli.group("blocks")
 def blocks_group():
     """List and lift blocked addresses (the running service sees a change within a second)."""
@@ -186,6 +206,10 @@ def serve(host, port, threads, workers, certfile, keyfile):
     warn_simulated(config)
     from .server import run
     server = config["server"]
+    shown = host or server["host"]
+    shown = socket.gethostname() if shown in ("0.0.0.0", "::", "") else shown
+    click.echo(f"Console: open {'https' if certfile else 'http'}://{shown}:{port or server['port']}/"
+               " in a browser (sign in with an API key, or `j1msky login-link`).", err=True)
     run(host or server["host"], port or server["port"], threads or server["threads"],
         tls=(certfile, keyfile) if certfile else None)
 

@@ -174,6 +174,11 @@ class LegacySchema(Schema):
     sunset = fields.Date()
 
 
+class DashboardSchema(Schema):
+    idle_timeout_minutes = Num(validate=Positive)
+    session_lifetime_hours = Num(validate=Positive)
+
+
 class ConfigSchema(Schema):
     environment = Str(validate=validate.OneOf(["live", "staging", "dev"]))
     timezone = Str()
@@ -194,6 +199,7 @@ class ConfigSchema(Schema):
     retention = fields.Nested(RetentionSchema)
     streams = fields.Nested(StreamsSchema)
     legacy_v3 = fields.Nested(LegacySchema)
+    dashboard = fields.Nested(DashboardSchema)
 
     @validates_schema
     def check_references(self, data, **kwargs):

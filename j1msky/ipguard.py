@@ -272,13 +272,15 @@ def auth_failed() -> None:
 # -- the request hook --------------------------------------------------------------------
 
 def carries_valid_credential() -> bool:
-    """Whether the request presents a credential that authenticates (today an API key,
-    in either header); the one place to teach about other credentials."""
+    """Whether the request presents a credential that authenticates: an API key in either
+    header, or the console's session cookie or sign-in form; the one place to teach about
+    other credentials."""
     from .auth import load_caller  # auth imports this module
+    from .dashboard import signin  # so does the console
     try:
         load_caller(legacy=True)
     except APIError:
-        return False
+        return signin.carries_valid_credential()
     return True
 
 

@@ -10,7 +10,7 @@ from flask import Flask
 from .auth import purge_signatures
 from .config import current as current_config
 from .db import checkpoint, get_db, transaction
-from .services import agentdata, audit, clock, idempotency, limits
+from .services import agentdata, audit, clock, idempotency, limits, sessions
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,13 @@ def purge_idempotency_keys() -> int:
 
 def purge_old_signatures() -> int:
     return purge_signatures(get_db(), current_config()["security"]["signature_window_seconds"])
+
+
+def purge_console_sessions() -> int:
+    """Console sessions past their lifetime or idle timeout (and expired login links)."""
+    conn = get_db()
+    with transaction(conn):
+        return sessions.purge_expired(conn, current_config()["dashboard"])
 
 
 def reset_provider_windows() -> None:
@@ -80,6 +87,7 @@ RETENTION = {
     "audit_log": purge_audit_log,
     "idempotency_keys": purge_idempotency_keys,
     "signatures": purge_old_signatures,
+    "console_sessions": purge_console_sessions,
 }
 
 
@@ -103,6 +111,7 @@ JOBS = [
     (reset_provider_windows, {"trigger": "cron", "minute": 0, "second": 0}),
     (purge_idempotency_keys, {"trigger": "cron", "minute": 5}),
     (purge_old_signatures, {"trigger": "interval", "minutes": 5}),
+    (purge_console_sessions, {"trigger": "interval", "minutes": 10}),
 ]
 
 

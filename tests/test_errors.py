@@ -21,7 +21,7 @@ def assert_error_shape(response, status: int, message: str | None = None) -> dic
 
 @pytest.mark.parametrize("method, path, status, message", [
     ("GET", "/api/nowhere", 404, "Not found"),
-    ("GET", "/", 404, "Not found"),
+    ("GET", "/nowhere", 404, "Not found"),  # "/" is the console (issue 12)
     ("GET", "/api/v4/nowhere", 404, "Not found"),
     ("PUT", "/api/health", 405, "Method not allowed"),
     ("PATCH", "/api/keys", 405, "Method not allowed"),

@@ -9,9 +9,9 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from j1msky.api import system
 from j1msky.db import connection_for
 from j1msky.services import agents, providers
+from j1msky.services import host as system
 from tests.helpers import configure, wait_for
 
 Reading = namedtuple("Reading", "label current high critical")  # psutil's shwtemp

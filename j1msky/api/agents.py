@@ -187,15 +187,16 @@ def require_agent_id() -> str:
 @require_scope("agents:write")
 def erase_agent_data(agent_id: str):
     """Erase a finished agent's task and result now, keeping its cost record."""
+    erase_agent(agent_id)
+    return {"success": True, "message": "Agent data erased", "agent_id": agent_id}
+
+
+def erase_agent(agent_id: str) -> None:
     with transaction(get_db()) as conn:
-        row = agents.get(conn, agent_id)
-        if row["status"] in agents.ACTIVE:
-            raise APIError(409, f"Agent is {row['status']}: cancel it before erasing its data")
-        agentdata.erase(conn, [agent_id])
+        agents.erase_data(conn, agent_id)
         # After the outermost commit: under an Idempotency-Key this transaction is nested
         # in the request's, and a checkpoint inside an open transaction fails (locked).
         after_commit(conn, lambda: checkpoint(conn))
-    return {"success": True, "message": "Agent data erased", "agent_id": agent_id}
 
 
 @bp.get("/export")

@@ -53,6 +53,12 @@ def feed():
 @require_scope("agents:read")
 def live():
     """Events as Server-Sent Events, as they happen; resume with Last-Event-ID."""
+    return event_stream()
+
+
+def event_stream() -> Response:
+    """The SSE response for this request's type filter and cursor (the console's live
+    view serves it too, behind its session)."""
     types = stream_types(request.args)
     conn = get_db()
     cursor = request.headers.get("Last-Event-ID") or request.args.get("cursor")

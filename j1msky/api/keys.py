@@ -5,7 +5,7 @@ from flask import Blueprint, current_app
 
 from ..auth import require_scope
 from ..config import current as current_config
-from ..db import after_commit, get_db, transaction
+from ..db import get_db, transaction
 from ..schemas import KeyCreateRequest, KeyRevokeRequest
 from ..services import keys
 from .common import json_body
@@ -65,5 +65,4 @@ def unsuspend_key(key_id: str):
     """Let a key suspended by cost spike protection spawn again."""
     with transaction(get_db()) as conn:
         key = keys.unsuspend(conn, key_id)
-        after_commit(conn, keys.cache.clear)
     return {"success": True, "message": "API key may spawn again", **key}

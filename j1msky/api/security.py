@@ -39,12 +39,14 @@ def get_whitelist():
 @bp.put("/security/ip-whitelist")
 @require_scope("admin:write")
 def put_whitelist():
-    """Replace the fields sent in config.json's security section (atomic write).
+    """Replace the fields sent in config.json's security section (atomic write)."""
+    return {"success": True, **change_whitelist(IPWhitelistRequest().load(json_body()))}
 
-    Refused with 409, leaving the file untouched, when the result would refuse the
-    caller's own address."""
-    req = IPWhitelistRequest().load(json_body())
 
+def change_whitelist(req: dict) -> dict:
+    """Write the allow-list fields in req to config.json and audit the change; the
+    settings now in force. Refused with 409, leaving the file untouched, when the result
+    would refuse the caller's own address (the console's editor calls this too)."""
     def change(user: dict) -> None:
         if not isinstance(user, dict):
             raise ConfigError("config.json must hold a JSON object")
@@ -65,18 +67,22 @@ def put_whitelist():
     record_request("config.change", severity="warning", config=config, details={
         "section": "security", "changes": {k: {"old": before[k], "new": after[k]}
                                            for k in after if before[k] != after[k]}})
-    return {"success": True, **after}
+    return after
 
 
 @bp.post("/security/block-ip")
 @require_scope("admin:write")
 def block_ip():
     """Refuse every request from an address, for duration_hours or until unblocked."""
-    req = BlockIPRequest().load(json_body())
+    return {"success": True, **block_address(BlockIPRequest().load(json_body()))}, 201
+
+
+def block_address(req: dict) -> dict:
+    """Block req's address (never the caller's own); the block as the API shows it."""
     if req["ip"] == ipguard.client_ip():
         raise APIError(409, "Refusing to block your own address", your_ip=req["ip"])
-    blocked = ipguard.block(get_db(), req["ip"], req["reason"], "manual", req["duration_hours"])
-    return {"success": True, **block_view(blocked)}, 201
+    return block_view(ipguard.block(get_db(), req["ip"], req["reason"], "manual",
+                                    req["duration_hours"]))
 
 
 @bp.get("/security/blocked-ips")
@@ -91,10 +97,15 @@ def blocked_ips():
 @require_scope("admin:write")
 def unblock_ip(ip: str):
     """Lift a block."""
+    return {"success": True, "message": "IP unblocked", "ip": unblock_address(ip)}
+
+
+def unblock_address(ip: str) -> str:
+    """Lift the block on ip (400 if not an address, 404 if not blocked); the address."""
     address = ipguard.parse_ip(ip)
     if address is None:
         raise APIError(400, f"'{ip}' is not an IP address",
                        details={"ip": [f"'{ip}' is not an IP address"]})
     if not ipguard.unblock(get_db(), str(address)):
         raise APIError(404, f"IP {address} is not blocked")
-    return {"success": True, "message": "IP unblocked", "ip": str(address)}
+    return str(address)

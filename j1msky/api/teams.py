@@ -15,6 +15,14 @@ from .common import json_body
 bp = Blueprint("teams", __name__)
 
 
+def servable_steps(config: dict, team: str) -> list[dict]:
+    """The team's steps; 503 when one of their models cannot be served at all."""
+    steps = agents.step_plan(config, None, team)
+    for step in steps:
+        catalog.check_servable(config, step["model"])
+    return steps
+
+
 @bp.post("/spawn-team")
 @ratelimit.spawn
 @require_scope("agents:write")
@@ -22,9 +30,7 @@ def spawn_team():
     """Spawn a team; each step gets the task and the previous step's output."""
     config = current_config()
     req = TeamSpawnRequest(config).load(json_body())
-    steps = agents.step_plan(config, None, req["team"])
-    for step in steps:
-        catalog.check_servable(config, step["model"])
+    steps = servable_steps(config, req["team"])
     with transaction(get_db()) as conn:
         row = admit(conn, config, req)
     body = {**spawned(row), "team": req["team"],

@@ -5,10 +5,10 @@ from flask import Blueprint, current_app, g, request
 
 from ..auth import require_scope
 from ..config import current as current_config
-from ..db import after_commit, get_db, transaction
+from ..db import get_db, transaction
 from ..errors import APIError
 from ..schemas import WebhookCreateRequest
-from ..services import clock, webhooks
+from ..services import webhooks
 from .common import json_body
 
 bp = Blueprint("webhooks", __name__)
@@ -34,7 +34,7 @@ def create():
 @require_scope("admin:write")
 def list_webhooks():
     """Every webhook, without secrets."""
-    rows = get_db().execute("SELECT * FROM webhooks ORDER BY created_at, id").fetchall()
+    rows = webhooks.list_all(get_db())
     return {"data": [webhooks.view(r) for r in rows], "count": len(rows)}
 
 
@@ -50,8 +50,7 @@ def show(webhook_id: str):
 def delete(webhook_id: str):
     """Remove a webhook and its pending deliveries."""
     with transaction(get_db()) as conn:
-        webhooks.get(conn, webhook_id)
-        conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+        webhooks.delete(conn, webhook_id)
     return {"success": True, "message": "Webhook deleted", "id": webhook_id}
 
 
@@ -75,11 +74,5 @@ def deliveries(webhook_id: str):
 def send_test(webhook_id: str):
     """Queue a signed `webhook.test` delivery to this webhook."""
     with transaction(get_db()) as conn:
-        hook = webhooks.get(conn, webhook_id)
-        if not hook["active"]:
-            raise APIError(409, f"Webhook '{webhook_id}' is disabled: {hook['disabled_reason']}")
-        webhooks.enqueue(conn, None, webhooks.TEST_EVENT, {"webhook_id": webhook_id,
-                                                           "message": "J1MSKY test delivery"},
-                         clock.now_iso(), webhook_id=webhook_id)
-        after_commit(conn, webhooks.wake.set)
+        webhooks.send_test(conn, webhook_id)
     return {"success": True, "message": "Test delivery queued", "id": webhook_id}, 202

@@ -154,7 +154,7 @@ def check_not_suspended(conn: sqlite3.Connection, key_id: str) -> None:
     """A key suspended by cost spike protection may not spawn until it is lifted."""
     row = conn.execute("SELECT suspended_until, suspended_reason FROM api_keys WHERE id = ?",
                        (key_id,)).fetchone()
-    if row and row["suspended_until"] and row["suspended_until"] > clock.now_iso():
+    if row and keys.suspended(row):
         raise APIError(403, f"API key suspended from spawning until"
                             f" {clock.iso_out(row['suspended_until'])}: {row['suspended_reason']}")
 
@@ -265,6 +265,15 @@ def cancel(conn: sqlite3.Connection, agent_id: str) -> tuple[int, int]:
     pending = end_reservation(conn, agent_id)
     cancelled = emit(conn, "agent.cancelled", agent_id)
     return max(row["estimated_micros"] - cancelled["actual_micros"] - pending, 0), pending
+
+
+def erase_data(conn: sqlite3.Connection, agent_id: str) -> None:
+    """Erase a finished agent's task and result, keeping its cost record; 409 while it
+    still waits or runs."""
+    row = get(conn, agent_id)
+    if row["status"] in ACTIVE:
+        raise APIError(409, f"Agent is {row['status']}: cancel it before erasing its data")
+    agentdata.erase(conn, [agent_id])
 
 
 def interrupt_running(conn: sqlite3.Connection, reason: str) -> list[str]:

@@ -143,3 +143,19 @@ def summary(conn: sqlite3.Connection, config: dict) -> dict:
             "budget_remaining": dollars(max(micros(daily) - spent, 0)),
             "budget_utilization_pct": utilization_pct(config, spent),
             "budget_alert_level": alert_level(config, spent)}
+
+
+def burn_rate(conn: sqlite3.Connection, config: dict) -> dict:
+    """Today's spend per hour since local midnight, and when the daily budget runs out at
+    that rate (None when it does not run out today, or nothing was spent yet)."""
+    now = local_now(config)
+    hours = max((now - now.replace(hour=0, minute=0, second=0, microsecond=0))
+                .total_seconds() / 3600, 1 / 60)
+    spent = today_spend(conn, config)
+    per_hour = spent / hours
+    left = micros(config["budget"]["daily"]) - spent
+    runs_out_at = None
+    # Compared in hours first: a large budget at a tiny rate is past any date's range.
+    if per_hour > 0 and max(left, 0) / per_hour * 3600 < seconds_to_day_end(config):
+        runs_out_at = (now + dt.timedelta(hours=max(left, 0) / per_hour)).strftime("%H:%M")
+    return {"per_hour": dollars(round(per_hour)), "runs_out_at": runs_out_at}

@@ -114,6 +114,11 @@ def state(row: sqlite3.Row, now: str | None = None) -> str:
     return "active"
 
 
+def suspended(row: sqlite3.Row) -> bool:
+    """Cost spike protection holds the key back from spawning (the console signs it out)."""
+    return bool(row["suspended_until"]) and row["suspended_until"] > clock.now_iso()
+
+
 def public_view(row: sqlite3.Row) -> dict:
     """What the API and CLI show of a key: never the hash or the salt."""
     return {
@@ -216,4 +221,5 @@ def unsuspend(conn: sqlite3.Connection, key_id: str) -> dict:
     get_key(conn, key_id)
     conn.execute("UPDATE api_keys SET suspended_until = NULL, suspended_reason = NULL"
                  " WHERE id = ?", (key_id,))
+    after_commit(conn, cache.clear)
     return public_view(get_key(conn, key_id))

@@ -31,7 +31,7 @@ from requests.adapters import HTTPAdapter
 
 from .. import metrics
 from ..config import current as current_config
-from ..db import get_db, transaction
+from ..db import after_commit, get_db, transaction
 from ..errors import APIError
 from . import clock, crypto
 from .pool import DaemonPool
@@ -154,6 +154,26 @@ def get(conn: sqlite3.Connection, webhook_id: str) -> sqlite3.Row:
     if row is None:
         raise APIError(404, f"Webhook '{webhook_id}' not found")
     return row
+
+
+def list_all(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT * FROM webhooks ORDER BY created_at, id").fetchall()
+
+
+def delete(conn: sqlite3.Connection, webhook_id: str) -> None:
+    """Remove a webhook and (by cascade) its pending deliveries; 404 if unknown."""
+    get(conn, webhook_id)
+    conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+
+
+def send_test(conn: sqlite3.Connection, webhook_id: str) -> None:
+    """Queue a signed `webhook.test` delivery to this webhook (409 if it is disabled)."""
+    hook = get(conn, webhook_id)
+    if not hook["active"]:
+        raise APIError(409, f"Webhook '{webhook_id}' is disabled: {hook['disabled_reason']}")
+    enqueue(conn, None, TEST_EVENT, {"webhook_id": webhook_id, "message": "J1MSKY test delivery"},
+            clock.now_iso(), webhook_id=webhook_id)
+    after_commit(conn, wake.set)
 
 
 def view(row: sqlite3.Row) -> dict:
