@@ -73,15 +73,19 @@ def keys_group():
 @click.option("--require-signature", is_flag=True, help="Refuse unsigned requests with this key.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
               help="Agents this key may have in flight (default from config).")
+@click.option("--expires-days", type=click.IntRange(min=1, max=3650), default=None,
+              help="The key stops working this many days from now (default: never).")
 @click.option("--json", "as_json", is_flag=True, help="Print {key_id, key, api_secret}.")
-def keys_create(name, scopes, signing, require_signature, max_concurrent, as_json):
+def keys_create(name, scopes, signing, require_signature, max_concurrent, expires_days,
+                as_json):
     """Create a key; it is printed once and stored only as a hash."""
     env = current_app.extensions["j1msky_config"].get()["environment"]
     with transaction(get_db()) as conn:
         created = keys.create_key(conn, env=env, name=name, scopes=list(scopes),
                                   master=current_app.extensions["j1msky_master"],
                                   signing=signing, require_signature=require_signature,
-                                  max_concurrent=max_concurrent)
+                                  max_concurrent=max_concurrent,
+                                  expires_in_days=expires_days)
     if as_json:
         click.echo(json.dumps({k: created[k] for k in ("key_id", "key", "api_secret")}))
         return

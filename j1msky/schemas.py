@@ -47,6 +47,10 @@ class KeyCreateRequest(Schema):
     require_signature = StrictBoolean(load_default=False)
     max_concurrent_agents = StrictInteger(load_default=None, allow_none=True,
                                           validate=validate.Range(min=1, max=1000))
+    expires_in_days = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(
+        min=1, max=3650, error="expires_in_days must be between 1 and 3650"),
+        metadata={"description": "The key stops working this many days from now"
+                                 " (default: never)"})
 
 
 class KeyRevokeRequest(Schema):

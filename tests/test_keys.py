@@ -1,12 +1,14 @@
 """/keys endpoints and the `j1msky keys` commands."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 
 import pytest
 
 from j1msky.cli import cli
+from j1msky.services import keys as key_service
 
 
 def key_rows(app):
@@ -38,6 +40,24 @@ def test_create_key_shows_key_and_secret_once(client, admin):
     assert entry["status"] == "active"
 
 
+def test_a_key_created_with_an_expiry_stops_working_then(client, app, admin):
+    created = client.post("/api/keys", headers=admin.headers,
+                          json={"name": "trial", "scopes": ["agents:read"],
+                                "expires_in_days": 7}).json
+    expires = dt.datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
+    in_a_week = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=7)
+    assert abs((expires - in_a_week).total_seconds()) < 60
+    auth = {"Authorization": f"Bearer {created['key']}"}
+    assert client.get("/api/health", headers=auth).status_code == 200
+    conn = sqlite3.connect(app.config["DATABASE"])  # a week later
+    conn.execute("UPDATE api_keys SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
+                 (created["key_id"],))
+    conn.commit()
+    conn.close()
+    key_service.cache.clear()  # as a change by another process is seen within its TTL
+    assert client.get("/api/health", headers=auth).status_code == 401
+
+
 @pytest.mark.parametrize("body, field", [
     ({"scopes": ["agents:read"]}, "name"),
     ({"name": "", "scopes": ["agents:read"]}, "name"),
@@ -48,6 +68,9 @@ def test_create_key_shows_key_and_secret_once(client, admin):
     ({"name": "x", "scopes": ["agents:read"], "max_concurrent_agents": 0},
      "max_concurrent_agents"),
     ({"name": "x", "scopes": ["agents:read"], "admin": True}, "admin"),
+    ({"name": "x", "scopes": ["agents:read"], "expires_in_days": 0}, "expires_in_days"),
+    ({"name": "x", "scopes": ["agents:read"], "expires_in_days": 3651}, "expires_in_days"),
+    ({"name": "x", "scopes": ["agents:read"], "expires_in_days": "7"}, "expires_in_days"),
 ])
 def test_bad_key_requests_are_400_and_create_nothing(client, app, admin, body, field):
     before = key_rows(app)
@@ -99,6 +122,21 @@ def test_cli_keys_create_list_rotate_revoke(cli_runner):
     again = cli_runner.invoke(cli, args=["keys", "revoke", created["key_id"]])
     assert again.exit_code == 1
     assert "already revoked" in again.output
+
+
+def test_cli_keys_create_with_an_expiry(cli_runner, app):
+    result = cli_runner.invoke(cli, args=["keys", "create", "--name", "trial", "--scope",
+                                          "agents:read", "--expires-days", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    conn = sqlite3.connect(app.config["DATABASE"])
+    expires_at = conn.execute("SELECT expires_at FROM api_keys WHERE id = ?",
+                              (json.loads(result.output)["key_id"],)).fetchone()[0]
+    conn.close()
+    expected = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    assert expires_at[:10] == expected.strftime("%Y-%m-%d")
+    refused = cli_runner.invoke(cli, args=["keys", "create", "--name", "x", "--scope",
+                                           "agents:read", "--expires-days", "0"])
+    assert refused.exit_code == 2
 
 
 def test_cli_refuses_unknown_scope(cli_runner):

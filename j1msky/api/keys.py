@@ -26,7 +26,7 @@ def create_key():
         created = keys.create_key(
             conn, env=current_config()["environment"], name=req["name"], scopes=req["scopes"],
             master=master(), signing=req["signing"], require_signature=req["require_signature"],
-            max_concurrent=req["max_concurrent_agents"])
+            max_concurrent=req["max_concurrent_agents"], expires_in_days=req["expires_in_days"])
     return {"success": True, **created}, 201
 
 

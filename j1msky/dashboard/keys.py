@@ -31,9 +31,10 @@ def create_body(form) -> dict:
     body = {"name": form.get("name", "").strip(), "scopes": form.getlist("scopes"),
             "signing": bool(form.get("signing")),
             "require_signature": bool(form.get("require_signature"))}
-    limit = form.get("max_concurrent_agents", "").strip()
-    if limit:
-        body["max_concurrent_agents"] = int(limit) if limit.isdigit() else limit
+    for field in ("max_concurrent_agents", "expires_in_days"):
+        value = form.get(field, "").strip()
+        if value:
+            body[field] = int(value) if value.isdigit() else value
     return body
 
 
@@ -49,7 +50,7 @@ def create():
         created = keys.create_key(
             conn, env=current_config()["environment"], name=req["name"], scopes=req["scopes"],
             master=master(), signing=req["signing"], require_signature=req["require_signature"],
-            max_concurrent=req["max_concurrent_agents"])
+            max_concurrent=req["max_concurrent_agents"], expires_in_days=req["expires_in_days"])
     return render_template("key_shown.html", created=created, rotated=False)
 
 

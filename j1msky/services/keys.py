@@ -47,15 +47,18 @@ def new_key_values(env: str) -> tuple[str, str]:
 
 def create_key(conn: sqlite3.Connection, *, env: str, name: str, scopes: list[str],
                master: bytes, signing: bool = False, require_signature: bool = False,
-               max_concurrent: int | None = None) -> dict:
+               max_concurrent: int | None = None, expires_in_days: int | None = None) -> dict:
     """Store a new key's hash; return the key (and api_secret) for showing once."""
     key_id, key = new_key_values(env)
     salt = secrets.token_hex(16) if (signing or require_signature) else None
+    expires_at = (clock.iso(clock.now() + dt.timedelta(days=expires_in_days))
+                  if expires_in_days else None)
     conn.execute(
         "INSERT INTO api_keys (id, name, prefix, key_hash, scopes, signing_salt,"
-        " require_signature, max_concurrent, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        " require_signature, max_concurrent, created_at, expires_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
         (key_id, name, key[: len(env) + 8], hash_key(key), " ".join(sorted(set(scopes))),
-         salt, int(require_signature), max_concurrent, clock.now_iso()))
+         salt, int(require_signature), max_concurrent, clock.now_iso(), expires_at))
     return {**public_view(get_key(conn, key_id)), "key": key,
             "api_secret": signing_secret(master, salt) if salt else None}
 

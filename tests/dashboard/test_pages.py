@@ -248,12 +248,22 @@ def test_create_a_key_shows_it_once_and_it_works(app, owner, client):
     ({"name": "x"}, "scopes"),
     ({"name": "x", "scopes": "root"}, "Must be one of"),
     ({"name": "x", "scopes": "agents:read", "max_concurrent_agents": "0"}, "Must be greater"),
+    ({"name": "x", "scopes": "agents:read", "expires_in_days": "0"},
+     "expires_in_days must be between 1 and 3650"),
 ])
 def test_bad_key_forms_save_nothing(app, owner, client, admin, form, message):
     response = owner.post("/settings/keys", form)
     assert response.status_code == 400
     assert message in html.unescape(page_text(response))
     assert len(client.get("/api/keys", headers=admin.headers).json["data"]) == 1
+
+
+def test_a_key_created_with_an_expiry_shows_it(app, owner, client, admin):
+    owner.post("/settings/keys", {"name": "trial", "scopes": "agents:read",
+                                  "expires_in_days": "30"})
+    [trial] = [k for k in client.get("/api/keys", headers=admin.headers).json["data"]
+               if k["name"] == "trial"]
+    assert trial["expires_at"][:10] in page_text(owner.get("/settings/keys"))
 
 
 def test_rotate_shows_the_new_key_once_and_the_old_keys_grace_end(app, owner, keys, client):
