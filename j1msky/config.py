@@ -157,12 +157,6 @@ class WebhooksSchema(Schema):
     max_in_flight_per_webhook = Int(validate=validate.Range(min=1, max=32))
     retry_schedule_seconds = fields.List(Num(validate=NonNegative), validate=validate.Length(min=1))
 
-    @validates_schema
-    def check_in_flight(self, data, **kwargs):
-        if data.get("max_in_flight_per_webhook", 1) > data.get("workers", 32):
-            raise ValidationError("must not exceed webhooks.workers, the sending threads of"
-                                  " every webhook together", "max_in_flight_per_webhook")
-
 
 class RetentionSchema(Schema):
     agents_days = Int(validate=validate.Range(min=1))

@@ -212,9 +212,9 @@ class Dispatcher:
     """Sends due deliveries: one thread claims them and records their outcomes, a batch
     to a transaction; a pool of webhooks.workers threads sends them.
 
-    A webhook has at most webhooks.max_in_flight_per_webhook deliveries in flight, and one
-    while its latest attempt failed, so a hanging receiver holds few sending threads and
-    the other webhooks keep the rest. `sending` and `failing` belong to the dispatcher
+    A webhook has at most webhooks.max_in_flight_per_webhook deliveries in flight (and
+    half of the threads), one while its latest attempt failed, so a hanging receiver
+    holds few sending threads and the other webhooks keep the rest. `sending` and `failing` belong to the dispatcher
     thread; sending threads hand outcomes back through `outcomes`.
     """
 
@@ -259,8 +259,9 @@ class Dispatcher:
             self.pool.submit(self.send, row)
 
     def room(self, config: dict) -> Callable[[str], int]:
-        """How many more deliveries of a webhook may be sent now."""
-        bound = config["webhooks"]["max_in_flight_per_webhook"]
+        """How many more deliveries of a webhook may be sent now: at most half of the
+        sending threads, so one slow receiver always leaves the other half to the rest."""
+        bound = min(config["webhooks"]["max_in_flight_per_webhook"], max(1, self.pool.size // 2))
         return lambda webhook_id: (1 if webhook_id in self.failing else bound) \
             - len(self.sending.get(webhook_id, ()))
 
