@@ -214,8 +214,9 @@ class Dispatcher:
 
     A webhook has at most webhooks.max_in_flight_per_webhook deliveries in flight (and
     half of the threads), one while its latest attempt failed, so a hanging receiver
-    holds few sending threads and the other webhooks keep the rest. `sending` and `failing` belong to the dispatcher
-    thread; sending threads hand outcomes back through `outcomes`.
+    holds few sending threads and the other webhooks keep the rest. `sending` and
+    `failing` belong to the dispatcher thread; sending threads hand outcomes back through
+    `outcomes`.
     """
 
     def __init__(self, app):
