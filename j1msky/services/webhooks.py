@@ -43,7 +43,7 @@ from .pool import DaemonPool
 log = logging.getLogger(__name__)
 SECRET_PURPOSE = "webhook-secrets"
 TEST_EVENT = "webhook.test"
-wake = threading.Event()  # set after an event commits: deliver it now, not at the next poll
+wake = threading.Event()  # an event committed or an attempt ended: a pass now, not at the poll
 
 
 _local = threading.local()
@@ -305,9 +305,10 @@ class Dispatcher:
 
 def due(conn: sqlite3.Connection, room: Callable[[str], int],
         busy: list[int]) -> list[int]:
-    """Ids of due deliveries, up to room(webhook) of each active webhook, none of `busy`:
-    every webhook's oldest first, then every webhook's second, and so on, so a long
-    backlog at one receiver cannot starve the others."""
+    """Ids of due deliveries, up to room(webhook) of each active webhook, none of `busy`
+    (an answer that trickles in may outlast its lease): every webhook's oldest first, then
+    every webhook's second, and so on, so a long backlog at one receiver cannot starve
+    the others."""
     now = clock.now_iso()
     ranked = []
     for (webhook_id,) in conn.execute("SELECT id FROM webhooks WHERE active = 1").fetchall():
@@ -328,10 +329,10 @@ def due(conn: sqlite3.Connection, room: Callable[[str], int],
 def claim(conn: sqlite3.Connection, config: dict, ids: list[int]) -> list[sqlite3.Row]:
     """Take these deliveries for one attempt each and return what sending needs.
 
-    The claim is a lease: next_attempt_at moves past the longest the attempt may take
-    (connecting, then the answer, each up to timeout_seconds), in one transaction that
-    only takes rows still pending and due. No other dispatcher takes them meanwhile, and
-    after a crash they are due again once the lease ends. Caller's transaction.
+    The claim is a lease, in the caller's transaction: next_attempt_at moves past the
+    longest an attempt takes (connecting, then the answer, each up to timeout_seconds),
+    only on rows still pending and due. No other dispatcher (another process) takes them
+    meanwhile, and after a crash they are due again once the lease ends.
     """
     if not ids:
         return []
