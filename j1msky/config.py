@@ -154,6 +154,7 @@ class WebhooksSchema(Schema):
     allowed_networks = fields.List(Str(validate=network))
     timeout_seconds = Num(validate=Positive)
     workers = Int(validate=validate.Range(min=1, max=32))
+    max_in_flight_per_webhook = Int(validate=validate.Range(min=1, max=32))
     retry_schedule_seconds = fields.List(Num(validate=NonNegative), validate=validate.Length(min=1))
 
 

@@ -151,7 +151,9 @@ CREATE TABLE webhook_deliveries (
     created_at      TEXT NOT NULL,
     delivered_at    TEXT
 );
-CREATE INDEX deliveries_due ON webhook_deliveries (state, next_attempt_at);
+-- The dispatcher's: each webhook's oldest due deliveries, pending rows only.
+CREATE INDEX deliveries_due ON webhook_deliveries (webhook_id, next_attempt_at)
+    WHERE state = 'pending';
 CREATE INDEX deliveries_webhook ON webhook_deliveries (webhook_id, id);
 
 -- Every attempt, for GET /webhooks/{id}/deliveries.

@@ -1,11 +1,12 @@
 """Benchmark of J1MSKY's webhook deliveries (CONTRACT.md §8), on 127.0.0.1.
 
-What it does, in one run (about 45 s at the defaults on 2 cores):
+What it does, in one run (about 40 s at the defaults on 2 cores):
 
 1. Makes a temporary instance folder (J1MSKY_INSTANCE) with a config.json like the
    tests' (simulated providers with no delay, 4 agent workers, limits raised so that
    nothing is refused, webhooks allowed to 127.0.0.0/8 with retries after 1, 2 and 5 s
-   and a 2 s timeout; webhooks.workers left at its default), runs ``j1msky init`` and
+   and a 2 s timeout; webhooks.workers and max_in_flight_per_webhook left at their
+   defaults), runs ``j1msky init`` and
    ``j1msky keys create`` (agents:read, agents:write, admin:write) and starts
    ``j1msky serve --threads 8`` (the installed console script; output to serve.log).
 2. Starts two receivers in this process: a fast one (FastReceiver below, lighter than
@@ -33,20 +34,24 @@ What it does, in one run (about 45 s at the defaults on 2 cores):
    pending during the burst), measuring the fast receiver; prints its p50/p99 with and
    without the hanging receiver and the ratios. Deliveries still missing when the wait
    ends count as "more than N ms" (N: the least any of them had waited). When some are
-   missing it shows whose rows fill the first 500 due rows of the outbox, in the order
-   the Dispatcher reads them, then releases the hanging receiver (it answers 200 from
-   then on) and reports how long the missing deliveries take to arrive.
+   missing it shows each webhook's due rows, then releases the hanging receiver (it
+   answers 200 from then on) and reports how long the missing deliveries take to arrive.
 5. Verifies every delivery to the fast receiver with tests.webhook_receiver.verify
    (the standardwebhooks library) against the secret registered, checks its webhook-id
    is the event's evt_ id, counts duplicates (same webhook-id twice: allowed, at least
    once); the hanging receiver verifies its requests itself (generated secret).
-6. Stops the server (SIGTERM, then SIGKILL) and the receivers and removes the folder,
+6. Reads the gunicorn worker's RSS, then prints each target of issue 13 on a line
+   ending in "met" or "MISSED": burst (A) completion -> receipt p50 <= 250 ms and
+   p99 <= 1 s; the healthy receiver's paced p99 with the hanging one registered (B)
+   <= 50 ms; worker RSS <= 80 MB; and every delivery to the fast receiver verified,
+   none missing, none twice.
+7. Stops the server (SIGTERM, then SIGKILL) and the receivers and removes the folder,
    even on error.
 
 It prints figures; it asserts nothing.
 
-    /path/to/venv/bin/python scripts/bench_webhooks.py [--agents 1000] [--paced 100]
-        [--rate 20] [--stall 10] [--wait 20] [--json] [--keep]
+    /path/to/venv/bin/python scripts/bench_webhooks.py [--agents 1000] [--paced 200]
+        [--rate 40] [--stall 10] [--wait 20] [--json] [--keep]
 """
 from __future__ import annotations
 
@@ -80,6 +85,10 @@ SERVER_THREADS = 8
 SPAWN_THREADS = 2
 BATCH = 50
 TIMEOUT_SECONDS = 2
+TARGET_BURST_P50_MS = 250
+TARGET_BURST_P99_MS = 1000
+TARGET_PACED_P99_MS = 50  # the healthy receiver's, with a hanging one registered
+TARGET_RSS_MB = 80
 
 
 # --------------------------------------------------------------------------- setup
@@ -326,23 +335,16 @@ def outbox_states(db_path: str, webhook_id: str, since_event: int) -> dict:
 
 
 def due_rows(db_path: str, healthy_id: str, hanging_id: str) -> str:
-    """Why the healthy webhook waits: its due rows, and whose rows fill the first 500 due
-    rows in the order the Dispatcher reads them (the query of dispatch_due, copied)."""
+    """Why the healthy webhook waits: each webhook's due pending rows."""
     now = dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     conn = ro_connect(db_path)
     try:
         due = dict(conn.execute("SELECT webhook_id, count(*) FROM webhook_deliveries"
                                 " WHERE state = 'pending' AND next_attempt_at <= ?"
                                 " GROUP BY webhook_id", (now,)).fetchall())
-        window = collections.Counter(r[0] for r in conn.execute(
-            "SELECT webhook_id FROM webhook_deliveries WHERE state = 'pending'"
-            " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 500", (now,)))
     finally:
         conn.close()
-    return (f"due pending rows: healthy {due.get(healthy_id, 0)}, hanging "
-            f"{due.get(hanging_id, 0)}; the dispatcher's first 500 due rows (ORDER BY "
-            f"next_attempt_at, id LIMIT 500): healthy {window.get(healthy_id, 0)}, hanging "
-            f"{window.get(hanging_id, 0)}")
+    return f"due pending rows: healthy {due.get(healthy_id, 0)}, hanging {due.get(hanging_id, 0)}"
 
 
 def run_phase(port: int, headers: dict, receiver: FastReceiver, db_path: str, n: int,
@@ -449,6 +451,27 @@ def outcome_trouble(p: dict) -> str:
     return f" (others: {other})" if other else ""
 
 
+def print_targets(burst: dict, paced_with_hanging: dict | None, rss: float | None,
+                  faults: int) -> None:
+    """Each target of issue 13 on its own line, ending in "met" or "MISSED"."""
+    def line(what: str, value: float | None, target: float, unit: str) -> None:
+        shown = "not measured" if value is None else f"{value:.1f} {unit}" if unit \
+            else f"{value:g}"
+        ok = value is not None and value <= target
+        print(f"target  {what:<66} {shown:>12} <= {target:g} {unit}".rstrip()
+              + f"  {'met' if ok else 'MISSED'}", flush=True)
+
+    line("burst to one fast receiver, completion→receipt p50", pct(burst["delays"], .5) * 1000,
+         TARGET_BURST_P50_MS, "ms")
+    line("burst to one fast receiver, completion→receipt p99", pct(burst["delays"], .99) * 1000,
+         TARGET_BURST_P99_MS, "ms")
+    line("healthy receiver, paced p99 with a hanging one registered",
+         pct(paced_with_hanging["delays"], .99) * 1000 if paced_with_hanging else None,
+         TARGET_PACED_P99_MS, "ms")
+    line("gunicorn worker RSS after the run", rss, TARGET_RSS_MB, "MB")
+    line("deliveries unverified, missing or sent twice to the fast receiver", faults, 0, "")
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> int:
@@ -456,10 +479,10 @@ def main() -> int:
                                                  "(see the docstring).")
     parser.add_argument("--agents", type=int, default=1000,
                         help="agents spawned in each burst (default 1000)")
-    parser.add_argument("--paced", type=int, default=100,
-                        help="agents spawned one by one before each burst (default 100; 0: none)")
-    parser.add_argument("--rate", type=float, default=20.0,
-                        help="spawns a second of the paced run (default 20)")
+    parser.add_argument("--paced", type=int, default=200,
+                        help="agents spawned one by one before each burst (default 200; 0: none)")
+    parser.add_argument("--rate", type=float, default=40.0,
+                        help="spawns a second of the paced run (default 40)")
     parser.add_argument("--stall", type=float, default=10.0,
                         help="once the agents finished, stop waiting after this many seconds"
                              " without a new delivery (default 10)")
@@ -611,6 +634,10 @@ def main() -> int:
             print(f"   e.g. {example}", flush=True)
         problems = harness.log_problems(server.log_path)
         print(f"serve log         {problems or 'no tracebacks, no 4xx/5xx'}", flush=True)
+        rss = server.worker_rss_mb()
+        missing = sum(p["missing"] for p in phases)
+        print_targets(alone, shared_paced, rss,
+                      sum(failures.values()) + missing + duplicates + mismatched)
 
         if args.json:
             def summary(p: dict | None) -> dict | None:
@@ -634,7 +661,8 @@ def main() -> int:
                                                "paced": summary(shared_paced)},
                               "recovery": recovery, "hanging_requests": len(hanging_log),
                               "signature_failures": sum(failures.values()),
-                              "duplicates": duplicates, "serve_log": problems},
+                              "duplicates": duplicates, "serve_log": problems,
+                              "worker_rss_mb": rss and round(rss, 1)},
                              indent=2, default=str))
         return 0
     finally:

@@ -1,8 +1,10 @@
 """Webhooks: registration, destination rules, the durable outbox and its delivery.
 
 Deliveries are written in the transaction of the event they announce and sent by the
-Dispatcher thread: at least once, Standard Webhooks signatures, growing delays for
-about a day, one delivery in flight per webhook so a dead receiver delays only itself.
+Dispatcher: at least once, Standard Webhooks signatures, growing delays for about a day,
+in no promised order (each carries its event's id and time), several at once to a
+healthy receiver and one at a time to a failing one, so a dead receiver delays only
+itself.
 
 A delivery resolves the receiver's name once, checks the addresses, and connects to the
 checked one (the name stays in Host and in TLS SNI and certificate checks), so a name
@@ -17,6 +19,8 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
+import queue
 import random
 import secrets
 import socket
@@ -39,7 +43,7 @@ from .pool import DaemonPool
 log = logging.getLogger(__name__)
 SECRET_PURPOSE = "webhook-secrets"
 TEST_EVENT = "webhook.test"
-wake = threading.Event()  # set after an event commits: deliver it now, not at the next poll
+wake = threading.Event()  # an event committed or an attempt ended: a pass now, not at the poll
 
 
 _local = threading.local()
@@ -64,13 +68,17 @@ class PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def session() -> requests.Session:
-    """This sending thread's Session: connections to a receiver are kept alive."""
-    if not hasattr(_local, "session"):
-        _local.session = requests.Session()
-        _local.session.mount("http://", PinnedAdapter())
-        _local.session.mount("https://", PinnedAdapter())
-    return _local.session
+def adapter() -> PinnedAdapter:
+    """This sending thread's adapter: connections to a receiver are kept alive."""
+    if not hasattr(_local, "adapter"):
+        _local.adapter = PinnedAdapter()
+    return _local.adapter
+
+
+def ca_bundle() -> str | bool:
+    """What requests would verify https against: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE,
+    else its own CA bundle."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 class Refused(Exception):
@@ -221,13 +229,22 @@ def deliveries(conn: sqlite3.Connection, webhook_id: str, limit: int) -> list[di
 
 
 class Dispatcher:
-    """Sends due deliveries: one thread polls the outbox, a pool sends."""
+    """Sends due deliveries: one thread claims them and records their outcomes, a batch
+    to a transaction; a pool of webhooks.workers threads sends them.
+
+    A webhook has at most webhooks.max_in_flight_per_webhook deliveries in flight (and
+    half of the threads), one while its latest attempt failed, so a hanging receiver
+    holds few sending threads and the other webhooks keep the rest. `sending` and
+    `failing` belong to the dispatcher thread; sending threads hand outcomes back through
+    `outcomes`.
+    """
 
     def __init__(self, app):
         self.app = app
         self.stopping = threading.Event()
-        self.in_flight: set[str] = set()
-        self.lock = threading.Lock()
+        self.sending: dict[str, set[int]] = {}  # webhook id -> ids of its deliveries in flight
+        self.failing: set[str] = set()  # webhooks whose latest attempt failed
+        self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self.loop, name="webhook-dispatcher", daemon=True)
         with app.app_context():
             self.pool = DaemonPool(current_config()["webhooks"]["workers"], name="webhook-send")
@@ -249,51 +266,118 @@ class Dispatcher:
                 log.exception("webhook dispatcher pass failed")
             wake.wait(0.5)
             wake.clear()
+        with self.app.app_context():  # what was sent is not to be sent again
+            self.commit(get_db(), current_config(), self.take_outcomes(), [])
 
     def dispatch_due(self) -> None:
-        # The oldest due delivery of each webhook: a receiver with a long backlog must not
-        # fill the pass and starve the others.
-        due = get_db().execute(
-            "SELECT id, webhook_id FROM (SELECT id, webhook_id, row_number() OVER ("
-            " PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS position"
-            " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ?)"
-            " WHERE position = 1", (clock.now_iso(),)).fetchall()
-        for delivery_id, webhook_id in due:
-            with self.lock:
-                if webhook_id in self.in_flight:
-                    continue
-                self.in_flight.add(webhook_id)
-            self.pool.submit(self.send, delivery_id, webhook_id)
+        conn, config = get_db(), current_config()
+        done = self.take_outcomes()
+        busy = [delivery_id for ids in self.sending.values() for delivery_id in ids]
+        free = self.pool.size - len(busy)
+        ids = due(conn, self.room(config), busy)[:free] if free > 0 else []
+        for row in self.commit(conn, config, done, ids):
+            self.sending.setdefault(row["webhook_id"], set()).add(row["id"])
+            self.pool.submit(self.send, row)
 
-    def send(self, delivery_id: int, webhook_id: str) -> None:
+    def room(self, config: dict) -> Callable[[str], int]:
+        """How many more deliveries of a webhook may be sent now: at most half of the
+        sending threads, so one slow receiver always leaves the other half to the rest."""
+        bound = min(config["webhooks"]["max_in_flight_per_webhook"], max(1, self.pool.size // 2))
+        return lambda webhook_id: (1 if webhook_id in self.failing else bound) \
+            - len(self.sending.get(webhook_id, ()))
+
+    def send(self, row: sqlite3.Row) -> None:
         try:
             with self.app.app_context():
-                attempt(get_db(), current_config(), self.app.extensions["j1msky_master"],
-                        delivery_id)
-        except Exception:
-            log.exception("webhook delivery %s failed unexpectedly", delivery_id)
-        finally:
-            with self.lock:
-                self.in_flight.discard(webhook_id)
-            wake.set()  # this webhook may have more waiting
+                outcome = attempt(current_config(), self.app.extensions["j1msky_master"], row)
+        except Exception as exc:
+            log.exception("webhook delivery %s failed unexpectedly", row["id"])
+            outcome = None, f"internal error: {type(exc).__name__}", 0
+        self.outcomes.put((row["id"], row["webhook_id"], outcome))
+        wake.set()
+
+    def take_outcomes(self) -> list[tuple[int, tuple]]:
+        """The attempts finished since the last pass; their places are free again."""
+        done = []
+        while not self.outcomes.empty():
+            delivery_id, webhook_id, outcome = self.outcomes.get()
+            ids = self.sending[webhook_id]
+            ids.discard(delivery_id)
+            if not ids:
+                del self.sending[webhook_id]
+            (self.failing.add if outcome[1] else self.failing.discard)(webhook_id)
+            done.append((delivery_id, outcome))
+        return done
+
+    @staticmethod
+    def commit(conn: sqlite3.Connection, config: dict, done: list[tuple[int, tuple]],
+               ids: list[int]) -> list[sqlite3.Row]:
+        """Record finished attempts and claim due deliveries in one transaction: one
+        wait for the write lock a pass, which the runner's transactions keep busy. An
+        attempt left unrecorded (a failed pass) is sent again once its lease ends."""
+        if not (done or ids):
+            return []
+        with transaction(conn):
+            for delivery_id, outcome in done:
+                record(conn, config, delivery_id, *outcome)
+            return claim(conn, config, ids)
 
 
-def attempt(conn: sqlite3.Connection, config: dict, master: bytes, delivery_id: int) -> None:
-    """One attempt at one delivery, recorded with its outcome."""
-    row = conn.execute("SELECT d.*, w.url, w.secret_sealed, w.active FROM webhook_deliveries d"
-                       " JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?",
-                       (delivery_id,)).fetchone()
-    if row is None or row["state"] != "pending":
-        return
-    if not row["active"]:
-        conn.execute("UPDATE webhook_deliveries SET state = 'cancelled' WHERE id = ?",
-                     (delivery_id,))
-        return
+def due(conn: sqlite3.Connection, room: Callable[[str], int],
+        busy: list[int]) -> list[int]:
+    """Ids of due deliveries, up to room(webhook) of each active webhook, none of `busy`
+    (an answer that trickles in may outlast its lease): every webhook's oldest first, then
+    every webhook's second, and so on, so a long backlog at one receiver cannot starve
+    the others."""
+    now = clock.now_iso()
+    ranked = []
+    for (webhook_id,) in conn.execute("SELECT id FROM webhooks WHERE active = 1").fetchall():
+        limit = room(webhook_id)
+        if limit <= 0:
+            continue
+        rows = conn.execute(
+            "SELECT id, next_attempt_at FROM webhook_deliveries WHERE webhook_id = ?"
+            " AND state = 'pending' AND next_attempt_at <= ?"
+            " AND id NOT IN (SELECT value FROM json_each(?))"
+            " ORDER BY next_attempt_at, id LIMIT ?",
+            (webhook_id, now, json.dumps(busy), limit)).fetchall()
+        ranked += [(position, when, delivery_id)
+                   for position, (delivery_id, when) in enumerate(rows)]
+    return [delivery_id for _, _, delivery_id in sorted(ranked)]
+
+
+def claim(conn: sqlite3.Connection, config: dict, ids: list[int]) -> list[sqlite3.Row]:
+    """Take these deliveries for one attempt each and return what sending needs.
+
+    The claim is a lease, in the caller's transaction: next_attempt_at moves past the
+    longest an attempt takes (connecting, then the answer, each up to timeout_seconds),
+    only on rows still pending and due. No other dispatcher (another process) takes them
+    meanwhile, and after a crash they are due again once the lease ends.
+    """
+    if not ids:
+        return []
+    now = clock.now()
+    lease = now + dt.timedelta(seconds=2 * config["webhooks"]["timeout_seconds"] + 1)
+    claimed = conn.execute(
+        "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE state = 'pending'"
+        " AND next_attempt_at <= ? AND id IN (SELECT value FROM json_each(?)) RETURNING id",
+        (clock.iso(lease), clock.iso(now), json.dumps(ids))).fetchall()
+    rows = conn.execute(
+        "SELECT d.id, d.webhook_id, d.event_id, d.payload, w.url, w.secret_sealed"
+        " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+        " WHERE d.id IN (SELECT value FROM json_each(?))",
+        (json.dumps([r[0] for r in claimed]),)).fetchall()
+    order = {delivery_id: i for i, delivery_id in enumerate(ids)}
+    return sorted(rows, key=lambda row: order[row["id"]])
+
+
+def attempt(config: dict, master: bytes, row: sqlite3.Row) -> tuple[int | None, str | None, int]:
+    """One attempt at a claimed delivery: (status code, error, duration in ms)."""
     secret = crypto.unseal(crypto.derive_key(master, SECRET_PURPOSE), row["secret_sealed"])
+    msg_id = f"evt_{row['event_id'] or 'test_' + str(row['id'])}"
     started = time.monotonic()
-    status, error = post(row["url"], secret, f"evt_{row['event_id'] or 'test_' + str(row['id'])}",
-                         row["payload"], config)
-    record(conn, config, row, status, error, int((time.monotonic() - started) * 1000))
+    status, error = post(row["url"], secret, msg_id, row["payload"], config)
+    return status, error, int((time.monotonic() - started) * 1000)
 
 
 def post(url: str, secret: str, msg_id: str, body: str, config: dict,
@@ -310,45 +394,55 @@ def post(url: str, secret: str, msg_id: str, body: str, config: dict,
                "user-agent": "j1msky-webhooks/4.0",
                "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                "webhook-signature": signature(secret, msg_id, timestamp, body)}
-    timeout = config["webhooks"]["timeout_seconds"]
+    # The adapter, not a Session: a Session would merge proxies and settings from the
+    # environment on every call (half the CPU of a delivery), and a proxy would not be the
+    # address checked. Redirects are not followed: the adapter never does.
+    request = requests.Request("POST", target, headers=headers, data=body.encode()).prepare()
     try:
-        response = session().post(target, data=body.encode(), headers=headers, timeout=timeout,
-                                  allow_redirects=False)
+        response = adapter().send(request, timeout=config["webhooks"]["timeout_seconds"],
+                                  verify=ca_bundle())
+        response.content  # noqa: B018 - read to the end: the connection goes back to its pool
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {str(exc)[:200]}"
     return response.status_code, None if 200 <= response.status_code < 300 else \
         f"HTTP {response.status_code}"
 
 
-def record(conn: sqlite3.Connection, config: dict, row: sqlite3.Row, status: int | None,
+def record(conn: sqlite3.Connection, config: dict, delivery_id: int, status: int | None,
            error: str | None, duration_ms: int) -> None:
-    """Store the attempt; mark delivered, schedule a retry, give up, or disable on 410."""
+    """Store an attempt (caller's transaction); mark delivered, schedule a retry, give up,
+    or disable on 410."""
+    row = conn.execute("SELECT webhook_id, state, attempts FROM webhook_deliveries"
+                       " WHERE id = ?", (delivery_id,)).fetchone()
+    if row is None:  # its webhook was deleted meanwhile
+        return
     now = clock.now()
+    conn.execute("INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, error,"
+                 " duration_ms) VALUES (?, ?, ?, ?, ?)",
+                 (delivery_id, clock.iso(now), status, error, duration_ms))
+    if row["state"] != "pending":  # cancelled meanwhile: its webhook was disabled
+        return
     attempts = row["attempts"] + 1
     schedule = config["webhooks"]["retry_schedule_seconds"]
-    with transaction(conn):
-        conn.execute("INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, error,"
-                     " duration_ms) VALUES (?, ?, ?, ?, ?)",
-                     (row["id"], clock.iso(now), status, error, duration_ms))
-        if error is None:
-            conn.execute("UPDATE webhook_deliveries SET state = 'delivered', attempts = ?,"
-                         " delivered_at = ? WHERE id = ?", (attempts, clock.iso(now), row["id"]))
-            metrics.webhook_delivery(conn, "delivered")
-        elif status == 410:
-            disable(conn, row["webhook_id"], "receiver answered 410 Gone")
-            conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
-                         " WHERE id = ?", (attempts, row["id"]))
-            metrics.webhook_delivery(conn, "disabled")
-        elif attempts > len(schedule):
-            conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
-                         " WHERE id = ?", (attempts, row["id"]))
-            metrics.webhook_delivery(conn, "failed")
-        else:
-            delay = schedule[attempts - 1] * random.uniform(0.8, 1.2)
-            conn.execute("UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?"
-                         " WHERE id = ?",
-                         (attempts, clock.iso(now + dt.timedelta(seconds=delay)), row["id"]))
-            metrics.webhook_delivery(conn, "retry")
+    if error is None:
+        conn.execute("UPDATE webhook_deliveries SET state = 'delivered', attempts = ?,"
+                     " delivered_at = ? WHERE id = ?", (attempts, clock.iso(now), delivery_id))
+        metrics.webhook_delivery(conn, "delivered")
+    elif status == 410:
+        disable(conn, row["webhook_id"], "receiver answered 410 Gone")
+        conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
+                     " WHERE id = ?", (attempts, delivery_id))
+        metrics.webhook_delivery(conn, "disabled")
+    elif attempts > len(schedule):
+        conn.execute("UPDATE webhook_deliveries SET state = 'failed', attempts = ?"
+                     " WHERE id = ?", (attempts, delivery_id))
+        metrics.webhook_delivery(conn, "failed")
+    else:
+        delay = schedule[attempts - 1] * random.uniform(0.8, 1.2)
+        conn.execute("UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?"
+                     " WHERE id = ?",
+                     (attempts, clock.iso(now + dt.timedelta(seconds=delay)), delivery_id))
+        metrics.webhook_delivery(conn, "retry")
 
 
 def disable(conn: sqlite3.Connection, webhook_id: str, reason: str) -> None:
