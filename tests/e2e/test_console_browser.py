@@ -453,3 +453,92 @@ def test_the_event_feed_follows_new_events_of_its_type(server, owner_key, browse
     assert "agent.completed" in feed and "agent.spawned" not in feed
     assert no_dialog(driver) and "pwned" not in driver.title
     assert problems(driver) == []
+
+
+# -- phone first: touch targets, themes, labels and landmarks, the keyboard ---------------
+
+@pytest.fixture
+def every_page(server, owner_key):
+    """PAGES plus the pages that show one thing, with something on every list. What it
+    adds it takes away again, so the other tests find the server as they left it."""
+    agent_id = api(server, owner_key, "POST", "/api/spawn",
+                   json={"model": "k2p5", "task": XSS}).json()["agent_id"]
+    hook = api(server, owner_key, "POST", "/api/webhooks", json={
+        "url": "http://127.0.0.1:9/hook", "events": ["agent.completed"]}).json()
+    api(server, owner_key, "POST", f"/api/webhooks/{hook['id']}/test").raise_for_status()
+    api(server, owner_key, "POST", "/api/security/block-ip", json={
+        "ip": "198.51.100.7", "reason": "probing", "duration_hours": 1}).raise_for_status()
+    spare = server.create_key("agents:read")
+    deadline = time.monotonic() + 15
+    while api(server, owner_key, "GET", f"/api/agent/{agent_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    yield PAGES + ((f"/agents/{agent_id}", "agent"), (f"/agents/{agent_id}/erase", "erase"),
+                   (f"/webhooks/{hook['id']}", "webhook"),
+                   (f"/webhooks/{hook['id']}/delete", "webhook-delete"),
+                   (f"/settings/keys/{spare['key_id']}/revoke", "revoke"),
+                   ("/agents/agt_nosuchagent", "not-found"))
+    api(server, owner_key, "DELETE", f"/api/webhooks/{hook['id']}").raise_for_status()
+    api(server, owner_key, "DELETE", "/api/security/blocked-ips/198.51.100.7").raise_for_status()
+    api(server, owner_key, "DELETE", f"/api/keys/{spare['key_id']}", json={}).raise_for_status()
+
+
+def signed_out_pages(server) -> tuple:
+    link = re.search(r"/login/link/\S+", server.cli("login-link").stdout).group(0)
+    return (("/login", "sign-in"), (link, "login-link"))
+
+
+def visit_all(driver, server, owner_key, pages):
+    """Open the signed-out pages, sign in, then open every page; yield each path once loaded
+    (copy buttons shown by app.js)."""
+    driver.delete_all_cookies()
+    for path, _ in signed_out_pages(server):
+        driver.get(server.url + path)
+        yield path
+    sign_in(driver, server, owner_key["key"])
+    for path, _ in pages:
+        driver.get(server.url + path)
+        wait(driver).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        yield path
+
+
+# WCAG 2.5.5 asks 44x44 px of every target, except a link inside a sentence, whose height
+# is the line's (the "inline" exception): an <a> left display:inline whose parent also holds
+# words of its own. A checkbox's target is its label, which wraps it. Two targets may not
+# overlap, or a tap on one lands on the other. Closed <details> are opened first so the
+# filter forms are measured too.
+TOUCH_TARGETS_JS = r"""
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const words = /[\p{L}\p{N}]/u;
+const inSentence = el => el.tagName === 'A' && getComputedStyle(el).display === 'inline' &&
+  [...el.parentElement.childNodes].some(n => n.nodeType === Node.TEXT_NODE && words.test(n.textContent));
+const small = [], inline = [], seen = [];
+for (const el of document.querySelectorAll(
+    'a[href], button, input:not([type=hidden]), select, textarea, summary')) {
+  if (!el.checkVisibility()) continue;
+  const target = el.matches('[type=checkbox], [type=radio]') && el.labels.length ? el.labels[0] : el;
+  const name = `${target.tagName.toLowerCase()} "${(target.textContent || target.name).trim().slice(0, 40)}"`;
+  if (inSentence(el)) { inline.push(name); continue; }
+  const box = target.getBoundingClientRect();
+  if (box.width < 44 || box.height < 44)
+    small.push(`${name} ${Math.round(box.width)}x${Math.round(box.height)}`);
+  for (const [other, was] of seen) {
+    const overlap = Math.min(box.bottom, was.bottom) - Math.max(box.top, was.top);
+    if (overlap > 0.5 && Math.min(box.right, was.right) - Math.max(box.left, was.left) > 0.5)
+      small.push(`${name} overlaps ${other} by ${Math.round(overlap)}px`);
+  }
+  seen.push([name, box]);
+}
+return {small, inline};
+"""
+
+
+def test_every_touch_target_is_44_px_on_a_phone(server, owner_key, browser, every_page):
+    driver = browser(PHONE)
+    small, inline = {}, {}
+    for path in visit_all(driver, server, owner_key, every_page):
+        found = driver.execute_script(TOUCH_TARGETS_JS)
+        small.update({path: found["small"]} if found["small"] else {})
+        inline.update({path: found["inline"]} if found["inline"] else {})
+    print("exempt, inside a sentence:", inline)
+    assert small == {}, json.dumps(small, indent=1)
