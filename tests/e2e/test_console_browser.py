@@ -4,6 +4,7 @@ build/screenshots/ (git-ignored); the best are committed under docs/screenshots/
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -256,6 +257,7 @@ def test_create_a_key_and_see_it_exactly_once(server, owner_key, browser):
     assert key.startswith("live_sk_")
     assert driver.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
     shoot(driver, "key-created")
+    assert structure_faults(driver) == []
     assert requests.get(server.url + "/api/health", timeout=5,
                         headers={"Authorization": f"Bearer {key}"}).status_code == 200
     driver.get(server.url + "/settings/keys")
@@ -421,6 +423,7 @@ def test_register_a_webhook_test_it_and_delete_it(server, owner_key, browser, we
     assert secret.startswith("whsec_")
     assert driver.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
     shoot(driver, "webhook-created")
+    assert structure_faults(driver) == []
     driver.find_element(By.LINK_TEXT, "Done").click()
     assert secret not in driver.page_source
     driver.find_element(By.CSS_SELECTOR, "form[action$='/test'] button").click()
@@ -542,3 +545,44 @@ def test_every_touch_target_is_44_px_on_a_phone(server, owner_key, browser, ever
         inline.update({path: found["inline"]} if found["inline"] else {})
     print("exempt, inside a sentence:", inline)
     assert small == {}, json.dumps(small, indent=1)
+
+
+STRUCTURE_JS = r"""
+const named = el => el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') ||
+  [...el.labels].some(label => label.textContent.trim());
+return {
+  unlabelled: [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(el => !named(el)).map(el => el.name || el.id || el.outerHTML.slice(0, 60)),
+  orphanLabels: [...document.querySelectorAll('label')].filter(label => !label.control)
+    .map(label => label.textContent.trim()),
+  main: document.querySelectorAll('main').length,
+  navs: document.querySelectorAll('nav').length,
+  banner: document.querySelectorAll('body > header').length,
+  headings: [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => Number(h.tagName[1])),
+};
+"""
+
+
+def structure_faults(driver) -> list[str]:
+    """Unlabelled fields, labels for nothing, missing landmarks, headings not from h1 down."""
+    page = driver.execute_script(STRUCTURE_JS)
+    levels = page["headings"]
+    found = [f"no label: {name}" for name in page["unlabelled"]]
+    found += [f"label for nothing: {text}" for text in page["orphanLabels"]]
+    found += [f"{page['main']} <main>"] if page["main"] != 1 else []
+    found += ["no <nav>"] if not page["navs"] else []
+    found += ["no <header> banner"] if page["banner"] != 1 else []
+    if levels[:1] != [1] or levels.count(1) != 1 or any(
+            after > before + 1 for before, after in itertools.pairwise(levels)):
+        found.append(f"headings {levels}")
+    return found
+
+
+def test_every_field_is_labelled_and_every_page_has_its_landmarks(
+        server, owner_key, browser, every_page):
+    driver = browser(PHONE)
+    faults = {}
+    for path in visit_all(driver, server, owner_key, every_page):
+        found = structure_faults(driver)
+        faults.update({path: found} if found else {})
+    assert faults == {}, json.dumps(faults, indent=1)
