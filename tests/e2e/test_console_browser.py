@@ -90,7 +90,7 @@ def new_driver(size=LAPTOP, downloads: str | None = None):
 def resize(driver, size) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": size[0], "height": size[1], "deviceScaleFactor": 1,
-        "mobile": size == PHONE})
+        "mobile": size[0] == PHONE[0]})
 
 
 @pytest.fixture
@@ -154,6 +154,13 @@ def shoot(driver, name: str) -> None:
         assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {size}"
         driver.save_screenshot(os.path.join(SHOTS, f"{name}-{label}.png"))
     resize(driver, LAPTOP)
+
+
+def shoot_whole_phone_page(driver, name: str) -> None:
+    os.makedirs(SHOTS, exist_ok=True)
+    resize(driver, (PHONE[0], page_height(driver)))
+    driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+    resize(driver, PHONE)
 
 
 def page_height(driver) -> int:
@@ -585,4 +592,104 @@ def test_every_field_is_labelled_and_every_page_has_its_landmarks(
     for path in visit_all(driver, server, owner_key, every_page):
         found = structure_faults(driver)
         faults.update({path: found} if found else {})
+    assert faults == {}, json.dumps(faults, indent=1)
+
+
+def theme(driver, scheme: str) -> None:
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+
+
+# Every run of visible text, and every coloured shape of a chart or gauge, with its colour
+# and the colour it sits on (the backgrounds of its ancestors, blended), as sRGB 0-255.
+COLOURS_JS = r"""
+const rgba = css => {
+  const m = css.match(/^rgba?\(([^)]*)\)$/);
+  if (!m) throw new Error('unexpected colour ' + css);
+  const [r, g, b, a = 1] = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+  return [r, g, b, a];
+};
+const over = (top, under) => top.slice(0, 3).map((c, i) => c * top[3] + under[i] * (1 - top[3]));
+const backdrop = el => {
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) {
+    const colour = rgba(getComputedStyle(e).backgroundColor);
+    if (colour[3] > 0) layers.unshift(colour);
+    if (colour[3] === 1) break;
+  }
+  if (!layers.length || layers[0][3] !== 1) throw new Error('no opaque backdrop for ' + el.tagName);
+  return layers.reduce((under, top) => over(top, under), [0, 0, 0]);
+};
+const words = /[\p{L}\p{N}$%]/u;
+const texts = [...document.querySelectorAll('main *, header *, footer *')].filter(el =>
+  !el.closest('svg, option, .skip') && el.checkVisibility() &&
+  [...el.childNodes].some(n => n.nodeType === Node.TEXT_NODE && words.test(n.textContent)));
+const shapes = [...document.querySelectorAll('svg rect:not(.track), .swatch')];
+const paint = el => getComputedStyle(el)[el.tagName === 'rect' ? 'fill' : 'backgroundColor'];
+const body = getComputedStyle(document.body);
+return {
+  body: {colour: rgba(body.color), background: backdrop(document.body)},
+  texts: texts.map(el => {
+    const style = getComputedStyle(el), background = backdrop(el);
+    return {what: el.tagName.toLowerCase() + (el.className ? '.' + el.className : '') + ' "' +
+                  el.textContent.trim().slice(0, 30) + '"',
+            colour: over(rgba(style.color), background), background,
+            large: parseFloat(style.fontSize) >= 24 ||
+                   (parseFloat(style.fontSize) >= 18.66 && Number(style.fontWeight) >= 700)};
+  }),
+  shapes: shapes.map(el => ({what: el.getAttribute('class'),
+                             colour: rgba(paint(el)),
+                             background: backdrop(el.closest('svg') || el.parentElement)})),
+};
+"""
+
+
+def luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour given as 0-255 channels."""
+    linear = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4
+              for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(one, other) -> float:
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def colour_faults(page: dict) -> list[str]:
+    """Text under WCAG's 4.5:1 (3:1 when large), chart and gauge shapes under 3:1 (1.4.11)."""
+    faults = []
+    for text in page["texts"]:
+        ratio = contrast(text["colour"], text["background"])
+        if ratio < (3 if text["large"] else 4.5):
+            faults.append(f"{text['what']} {ratio:.2f}")
+    for shape in page["shapes"]:
+        if shape["colour"][3] != 1:
+            faults.append(f"{shape['what']} is translucent")
+        elif (ratio := contrast(shape["colour"], shape["background"])) < 3:
+            faults.append(f"{shape['what']} {ratio:.2f}")
+    return faults
+
+
+def test_light_and_dark_themes_follow_the_system_and_stay_readable(
+        server, owner_key, browser, every_page):
+    driver = browser(PHONE)
+    spend_on_earlier_days(server, owner_key["key_id"])  # bars on the billing chart
+    faults, bodies = {}, {}
+    for scheme in ("light", "dark"):
+        theme(driver, scheme)
+        for path in visit_all(driver, server, owner_key, every_page):
+            page = driver.execute_script(COLOURS_JS)
+            bodies.setdefault(scheme, page["body"])
+            found = colour_faults(page)
+            faults.update({f"{scheme} {path}": found} if found else {})
+            name = dict(every_page).get(path)
+            if scheme == "dark" and name in ("overview", "billing", "agent", "keys"):
+                shoot_whole_phone_page(driver, f"{name}-phone-dark")
+    light, dark = bodies["light"], bodies["dark"]
+    assert light["background"] != dark["background"] and light["colour"] != dark["colour"]
+    assert luminance(light["background"]) > luminance(light["colour"])  # dark text on light
+    assert luminance(dark["background"]) < luminance(dark["colour"])  # light text on dark
+    for body in (light, dark):
+        assert contrast(body["colour"], body["background"]) >= 4.5
     assert faults == {}, json.dumps(faults, indent=1)
