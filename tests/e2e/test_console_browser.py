@@ -28,7 +28,9 @@ from selenium.common.exceptions import (  # noqa: E402
     StaleElementReferenceException,
 )
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ready  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -693,3 +695,60 @@ def test_light_and_dark_themes_follow_the_system_and_stay_readable(
     for body in (light, dark):
         assert contrast(body["colour"], body["background"]) >= 4.5
     assert faults == {}, json.dumps(faults, indent=1)
+
+
+FOCUSED_JS = r"""
+const el = document.activeElement, style = getComputedStyle(el);
+return {name: el.id || el.textContent.trim().slice(0, 30) || el.name,
+        tag: el.tagName.toLowerCase(), inMain: !!el.closest('main'), inNav: !!el.closest('nav.site'),
+        href: el.getAttribute('href'), keyboardFocus: el.matches(':focus-visible'),
+        ring: (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0) ||
+              style.boxShadow !== 'none',
+        onScreen: el.getBoundingClientRect().left >= 0};
+"""
+
+
+def press(driver, *keys) -> dict:
+    ActionChains(driver).send_keys(*keys).perform()
+    return driver.execute_script(FOCUSED_JS)
+
+
+def tab_until(driver, name: str, limit: int = 40) -> list[dict]:
+    """Press Tab until the element called name has focus; every stop along the way."""
+    stops = [press(driver, Keys.TAB)]
+    while stops[-1]["name"] != name:
+        assert len(stops) < limit, [stop["name"] for stop in stops]
+        stops.append(press(driver, Keys.TAB))
+    return stops
+
+
+def test_sign_in_and_spawn_from_the_keyboard(server, owner_key, browser):
+    driver = browser(PHONE)
+    driver.get(server.url + "/login")
+    stops = tab_until(driver, "key")
+    assert [stop["name"] for stop in stops] == ["Skip to content", "J1MSKY", "key"]
+    assert stops[0]["onScreen"]  # the skip link shows itself when it has focus
+    ActionChains(driver).send_keys(owner_key["key"], Keys.ENTER).perform()
+    wait_text(driver, "Today's spend")
+
+    driver.get(server.url + "/agents/new")
+    stops = tab_until(driver, "Spawn")
+    names = [stop["name"] for stop in stops]
+    nav = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "nav.site a")]
+    assert [server.url + stop["href"] for stop in stops if stop["inNav"] and stop["href"]] == nav
+    assert names[names.index("Sign out"):] == [
+        "Sign out", "task", "model", "priority", "task_type", "complexity",
+        "Timeout and privacy", "Show the recommendation", "Spawn"]
+    unmarked = [stop["name"] for stop in stops if not (stop["keyboardFocus"] and stop["ring"])]
+    assert unmarked == []  # every stop shows where the focus is
+
+    driver.get(server.url + "/agents/new")  # Skip to content jumps over the nav
+    press(driver, Keys.TAB)
+    press(driver, Keys.ENTER)
+    assert press(driver, Keys.TAB)["name"] == "task"
+    ActionChains(driver).send_keys("Write a haiku about the keyboard").perform()
+    tab_until(driver, "Spawn")
+    press(driver, Keys.ENTER)
+    wait(driver).until(lambda d: "/agents/" in d.current_url and "/new" not in d.current_url)
+    assert "Write a haiku about the keyboard" in driver.find_element(By.CSS_SELECTOR, ".box").text
+    assert problems(driver) == []
