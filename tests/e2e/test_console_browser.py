@@ -92,7 +92,7 @@ def new_driver(size=LAPTOP, downloads: str | None = None):
 def resize(driver, size) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": size[0], "height": size[1], "deviceScaleFactor": 1,
-        "mobile": size[0] == PHONE[0]})
+        "mobile": size == PHONE})
 
 
 @pytest.fixture
@@ -156,13 +156,6 @@ def shoot(driver, name: str) -> None:
         assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {size}"
         driver.save_screenshot(os.path.join(SHOTS, f"{name}-{label}.png"))
     resize(driver, LAPTOP)
-
-
-def shoot_whole_phone_page(driver, name: str) -> None:
-    os.makedirs(SHOTS, exist_ok=True)
-    resize(driver, (PHONE[0], page_height(driver)))
-    driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
-    resize(driver, PHONE)
 
 
 def page_height(driver) -> int:
@@ -687,7 +680,8 @@ def test_light_and_dark_themes_follow_the_system_and_stay_readable(
             faults.update({f"{scheme} {path}": found} if found else {})
             name = dict(every_page).get(path)
             if scheme == "dark" and name in ("overview", "billing", "agent", "keys"):
-                shoot_whole_phone_page(driver, f"{name}-phone-dark")
+                shoot(driver, f"{name}-dark")
+                resize(driver, PHONE)
     light, dark = bodies["light"], bodies["dark"]
     assert light["background"] != dark["background"] and light["colour"] != dark["colour"]
     assert luminance(light["background"]) > luminance(light["colour"])  # dark text on light
