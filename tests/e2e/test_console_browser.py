@@ -4,6 +4,7 @@ build/screenshots/ (git-ignored); the best are committed under docs/screenshots/
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -27,7 +28,9 @@ from selenium.common.exceptions import (  # noqa: E402
     StaleElementReferenceException,
 )
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ready  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -256,6 +259,7 @@ def test_create_a_key_and_see_it_exactly_once(server, owner_key, browser):
     assert key.startswith("live_sk_")
     assert driver.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
     shoot(driver, "key-created")
+    assert structure_faults(driver) == []
     assert requests.get(server.url + "/api/health", timeout=5,
                         headers={"Authorization": f"Bearer {key}"}).status_code == 200
     driver.get(server.url + "/settings/keys")
@@ -421,6 +425,7 @@ def test_register_a_webhook_test_it_and_delete_it(server, owner_key, browser, we
     assert secret.startswith("whsec_")
     assert driver.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
     shoot(driver, "webhook-created")
+    assert structure_faults(driver) == []
     driver.find_element(By.LINK_TEXT, "Done").click()
     assert secret not in driver.page_source
     driver.find_element(By.CSS_SELECTOR, "form[action$='/test'] button").click()
@@ -452,4 +457,292 @@ def test_the_event_feed_follows_new_events_of_its_type(server, owner_key, browse
     feed = driver.find_element(By.ID, "event-feed").text
     assert "agent.completed" in feed and "agent.spawned" not in feed
     assert no_dialog(driver) and "pwned" not in driver.title
+    assert problems(driver) == []
+
+
+# -- phone first: touch targets, themes, labels and landmarks, the keyboard ---------------
+
+@pytest.fixture
+def every_page(server, owner_key):
+    """PAGES plus the pages that show one thing, with something on every list. What it
+    adds it takes away again, so the other tests find the server as they left it."""
+    agent_id = api(server, owner_key, "POST", "/api/spawn",
+                   json={"model": "k2p5", "task": XSS}).json()["agent_id"]
+    hook = api(server, owner_key, "POST", "/api/webhooks", json={
+        "url": "http://127.0.0.1:9/hook", "events": ["agent.completed"]}).json()
+    api(server, owner_key, "POST", f"/api/webhooks/{hook['id']}/test").raise_for_status()
+    api(server, owner_key, "POST", "/api/security/block-ip", json={
+        "ip": "198.51.100.7", "reason": "probing", "duration_hours": 1}).raise_for_status()
+    spare = server.create_key("agents:read")
+    deadline = time.monotonic() + 15
+    while api(server, owner_key, "GET", f"/api/agent/{agent_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    yield PAGES + ((f"/agents/{agent_id}", "agent"), (f"/agents/{agent_id}/erase", "erase"),
+                   (f"/webhooks/{hook['id']}", "webhook"),
+                   (f"/webhooks/{hook['id']}/delete", "webhook-delete"),
+                   (f"/settings/keys/{spare['key_id']}/revoke", "revoke"),
+                   ("/agents/agt_nosuchagent", "not-found"))
+    api(server, owner_key, "DELETE", f"/api/webhooks/{hook['id']}").raise_for_status()
+    api(server, owner_key, "DELETE", "/api/security/blocked-ips/198.51.100.7").raise_for_status()
+    api(server, owner_key, "DELETE", f"/api/keys/{spare['key_id']}", json={}).raise_for_status()
+
+
+def signed_out_pages(server) -> tuple:
+    link = re.search(r"/login/link/\S+", server.cli("login-link").stdout).group(0)
+    return (("/login", "sign-in"), (link, "login-link"))
+
+
+def visit_all(driver, server, owner_key, pages):
+    """Open the signed-out pages, sign in, then open every page; yield each path once loaded
+    (copy buttons shown by app.js)."""
+    driver.delete_all_cookies()
+    for path, _ in signed_out_pages(server):
+        driver.get(server.url + path)
+        yield path
+    sign_in(driver, server, owner_key["key"])
+    for path, _ in pages:
+        driver.get(server.url + path)
+        wait(driver).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        yield path
+
+
+# WCAG 2.5.5 asks 44x44 px of every target, except a link inside a sentence, whose height
+# is the line's (the "inline" exception): an <a> left display:inline whose parent also holds
+# words of its own. A checkbox's target is its label, which wraps it. Two targets may not
+# overlap, or a tap on one lands on the other. Closed <details> are opened first so the
+# filter forms are measured too.
+TOUCH_TARGETS_JS = r"""
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const words = /[\p{L}\p{N}]/u;
+const inSentence = el => el.tagName === 'A' && getComputedStyle(el).display === 'inline' &&
+  [...el.parentElement.childNodes].some(n => n.nodeType === Node.TEXT_NODE && words.test(n.textContent));
+const small = [], inline = [], seen = [];
+for (const el of document.querySelectorAll(
+    'a[href], button, input:not([type=hidden]), select, textarea, summary')) {
+  if (!el.checkVisibility()) continue;
+  const target = el.matches('[type=checkbox], [type=radio]') && el.labels.length ? el.labels[0] : el;
+  const name = `${target.tagName.toLowerCase()} "${(target.textContent || target.name).trim().slice(0, 40)}"`;
+  if (inSentence(el)) { inline.push(name); continue; }
+  const box = target.getBoundingClientRect();
+  if (box.width < 44 || box.height < 44)
+    small.push(`${name} ${Math.round(box.width)}x${Math.round(box.height)}`);
+  for (const [other, was] of seen) {
+    const overlap = Math.min(box.bottom, was.bottom) - Math.max(box.top, was.top);
+    if (overlap > 0.5 && Math.min(box.right, was.right) - Math.max(box.left, was.left) > 0.5)
+      small.push(`${name} overlaps ${other} by ${Math.round(overlap)}px`);
+  }
+  seen.push([name, box]);
+}
+return {small, inline};
+"""
+
+
+def test_every_touch_target_is_44_px_on_a_phone(server, owner_key, browser, every_page):
+    driver = browser(PHONE)
+    small, inline = {}, {}
+    for path in visit_all(driver, server, owner_key, every_page):
+        found = driver.execute_script(TOUCH_TARGETS_JS)
+        small.update({path: found["small"]} if found["small"] else {})
+        inline.update({path: found["inline"]} if found["inline"] else {})
+    print("exempt, inside a sentence:", inline)
+    assert small == {}, json.dumps(small, indent=1)
+
+
+STRUCTURE_JS = r"""
+const named = el => el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') ||
+  [...el.labels].some(label => label.textContent.trim());
+return {
+  unlabelled: [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(el => !named(el)).map(el => el.name || el.id || el.outerHTML.slice(0, 60)),
+  orphanLabels: [...document.querySelectorAll('label')].filter(label => !label.control)
+    .map(label => label.textContent.trim()),
+  main: document.querySelectorAll('main').length,
+  navs: document.querySelectorAll('nav').length,
+  banner: document.querySelectorAll('body > header').length,
+  headings: [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => Number(h.tagName[1])),
+};
+"""
+
+
+def structure_faults(driver) -> list[str]:
+    """Unlabelled fields, labels for nothing, missing landmarks, headings not from h1 down."""
+    page = driver.execute_script(STRUCTURE_JS)
+    levels = page["headings"]
+    found = [f"no label: {name}" for name in page["unlabelled"]]
+    found += [f"label for nothing: {text}" for text in page["orphanLabels"]]
+    found += [f"{page['main']} <main>"] if page["main"] != 1 else []
+    found += ["no <nav>"] if not page["navs"] else []
+    found += ["no <header> banner"] if page["banner"] != 1 else []
+    if levels[:1] != [1] or levels.count(1) != 1 or any(
+            after > before + 1 for before, after in itertools.pairwise(levels)):
+        found.append(f"headings {levels}")
+    return found
+
+
+def test_every_field_is_labelled_and_every_page_has_its_landmarks(
+        server, owner_key, browser, every_page):
+    driver = browser(PHONE)
+    faults = {}
+    for path in visit_all(driver, server, owner_key, every_page):
+        found = structure_faults(driver)
+        faults.update({path: found} if found else {})
+    assert faults == {}, json.dumps(faults, indent=1)
+
+
+def theme(driver, scheme: str) -> None:
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+
+
+# Every run of visible text, and every coloured shape of a chart or gauge, with its colour
+# and the colour it sits on (the backgrounds of its ancestors, blended), as sRGB 0-255.
+COLOURS_JS = r"""
+const rgba = css => {
+  const m = css.match(/^rgba?\(([^)]*)\)$/);
+  if (!m) throw new Error('unexpected colour ' + css);
+  const [r, g, b, a = 1] = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+  return [r, g, b, a];
+};
+const over = (top, under) => top.slice(0, 3).map((c, i) => c * top[3] + under[i] * (1 - top[3]));
+const backdrop = el => {
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) {
+    const colour = rgba(getComputedStyle(e).backgroundColor);
+    if (colour[3] > 0) layers.unshift(colour);
+    if (colour[3] === 1) break;
+  }
+  if (!layers.length || layers[0][3] !== 1) throw new Error('no opaque backdrop for ' + el.tagName);
+  return layers.reduce((under, top) => over(top, under), [0, 0, 0]);
+};
+const words = /[\p{L}\p{N}$%]/u;
+const texts = [...document.querySelectorAll('main *, header *, footer *')].filter(el =>
+  !el.closest('svg, option, .skip') && el.checkVisibility() &&
+  [...el.childNodes].some(n => n.nodeType === Node.TEXT_NODE && words.test(n.textContent)));
+const shapes = [...document.querySelectorAll('svg rect:not(.track), .swatch')];
+const paint = el => getComputedStyle(el)[el.tagName === 'rect' ? 'fill' : 'backgroundColor'];
+const body = getComputedStyle(document.body);
+return {
+  body: {colour: rgba(body.color), background: backdrop(document.body)},
+  texts: texts.map(el => {
+    const style = getComputedStyle(el), background = backdrop(el);
+    return {what: el.tagName.toLowerCase() + (el.className ? '.' + el.className : '') + ' "' +
+                  el.textContent.trim().slice(0, 30) + '"',
+            colour: over(rgba(style.color), background), background,
+            large: parseFloat(style.fontSize) >= 24 ||
+                   (parseFloat(style.fontSize) >= 18.66 && Number(style.fontWeight) >= 700)};
+  }),
+  shapes: shapes.map(el => ({what: el.getAttribute('class'),
+                             colour: rgba(paint(el)),
+                             background: backdrop(el.closest('svg') || el.parentElement)})),
+};
+"""
+
+
+def luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour given as 0-255 channels."""
+    linear = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4
+              for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(one, other) -> float:
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def colour_faults(page: dict) -> list[str]:
+    """Text under WCAG's 4.5:1 (3:1 when large), chart and gauge shapes under 3:1 (1.4.11)."""
+    faults = []
+    for text in page["texts"]:
+        ratio = contrast(text["colour"], text["background"])
+        if ratio < (3 if text["large"] else 4.5):
+            faults.append(f"{text['what']} {ratio:.2f}")
+    for shape in page["shapes"]:
+        if shape["colour"][3] != 1:
+            faults.append(f"{shape['what']} is translucent")
+        elif (ratio := contrast(shape["colour"], shape["background"])) < 3:
+            faults.append(f"{shape['what']} {ratio:.2f}")
+    return faults
+
+
+def test_light_and_dark_themes_follow_the_system_and_stay_readable(
+        server, owner_key, browser, every_page):
+    driver = browser(PHONE)
+    spend_on_earlier_days(server, owner_key["key_id"])  # bars on the billing chart
+    faults, bodies = {}, {}
+    for scheme in ("light", "dark"):
+        theme(driver, scheme)
+        for path in visit_all(driver, server, owner_key, every_page):
+            page = driver.execute_script(COLOURS_JS)
+            bodies.setdefault(scheme, page["body"])
+            found = colour_faults(page)
+            faults.update({f"{scheme} {path}": found} if found else {})
+            name = dict(every_page).get(path)
+            if scheme == "dark" and name in ("overview", "billing", "agent", "keys"):
+                shoot(driver, f"{name}-dark")
+                resize(driver, PHONE)
+    light, dark = bodies["light"], bodies["dark"]
+    assert light["background"] != dark["background"] and light["colour"] != dark["colour"]
+    assert luminance(light["background"]) > luminance(light["colour"])  # dark text on light
+    assert luminance(dark["background"]) < luminance(dark["colour"])  # light text on dark
+    for body in (light, dark):
+        assert contrast(body["colour"], body["background"]) >= 4.5
+    assert faults == {}, json.dumps(faults, indent=1)
+
+
+FOCUSED_JS = r"""
+const el = document.activeElement, style = getComputedStyle(el);
+return {name: el.id || el.textContent.trim().slice(0, 30) || el.name,
+        tag: el.tagName.toLowerCase(), inMain: !!el.closest('main'), inNav: !!el.closest('nav.site'),
+        href: el.getAttribute('href'), keyboardFocus: el.matches(':focus-visible'),
+        ring: (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0) ||
+              style.boxShadow !== 'none',
+        onScreen: el.getBoundingClientRect().left >= 0};
+"""
+
+
+def press(driver, *keys) -> dict:
+    ActionChains(driver).send_keys(*keys).perform()
+    return driver.execute_script(FOCUSED_JS)
+
+
+def tab_until(driver, name: str, limit: int = 40) -> list[dict]:
+    """Press Tab until the element called name has focus; every stop along the way."""
+    stops = [press(driver, Keys.TAB)]
+    while stops[-1]["name"] != name:
+        assert len(stops) < limit, [stop["name"] for stop in stops]
+        stops.append(press(driver, Keys.TAB))
+    return stops
+
+
+def test_sign_in_and_spawn_from_the_keyboard(server, owner_key, browser):
+    driver = browser(PHONE)
+    driver.get(server.url + "/login")
+    stops = tab_until(driver, "key")
+    assert [stop["name"] for stop in stops] == ["Skip to content", "J1MSKY", "key"]
+    assert stops[0]["onScreen"]  # the skip link shows itself when it has focus
+    ActionChains(driver).send_keys(owner_key["key"], Keys.ENTER).perform()
+    wait_text(driver, "Today's spend")
+
+    driver.get(server.url + "/agents/new")
+    stops = tab_until(driver, "Spawn")
+    names = [stop["name"] for stop in stops]
+    nav = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "nav.site a")]
+    assert [server.url + stop["href"] for stop in stops if stop["inNav"] and stop["href"]] == nav
+    assert names[names.index("Sign out"):] == [
+        "Sign out", "task", "model", "priority", "task_type", "complexity",
+        "Timeout and privacy", "Show the recommendation", "Spawn"]
+    unmarked = [stop["name"] for stop in stops if not (stop["keyboardFocus"] and stop["ring"])]
+    assert unmarked == []  # every stop shows where the focus is
+
+    driver.get(server.url + "/agents/new")  # Skip to content jumps over the nav
+    press(driver, Keys.TAB)
+    press(driver, Keys.ENTER)
+    assert press(driver, Keys.TAB)["name"] == "task"
+    ActionChains(driver).send_keys("Write a haiku about the keyboard").perform()
+    tab_until(driver, "Spawn")
+    press(driver, Keys.ENTER)
+    wait(driver).until(lambda d: "/agents/" in d.current_url and "/new" not in d.current_url)
+    assert "Write a haiku about the keyboard" in driver.find_element(By.CSS_SELECTOR, ".box").text
     assert problems(driver) == []
