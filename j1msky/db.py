@@ -7,7 +7,7 @@ import threading
 from importlib import resources
 from typing import Iterator
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context
 
 _local = threading.local()
 _write_locks: dict[str, threading.Lock] = {}
@@ -23,6 +23,15 @@ class Connection(sqlite3.Connection):
     """
 
     write_lock: threading.Lock
+    synchronous: str  # the PRAGMA synchronous level in force (see use_synchronous)
+
+
+# config.json database.durability -> PRAGMA synchronous of the commits that answer
+# someone. In WAL mode FULL syncs the log at every commit (survives a power cut);
+# NORMAL only at checkpoints (survives a crash of the process, not of the machine).
+SYNCHRONOUS = {"power_cut": "FULL", "crash": "NORMAL"}
+CRASH_SAFE = "NORMAL"  # commits whose loss in a power cut costs a re-run, never an answer
+_SET_SYNCHRONOUS = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}
 
 
 def write_lock_for(path: str) -> threading.Lock:
@@ -48,7 +57,8 @@ def connect(path: str) -> sqlite3.Connection:
     conn.write_lock = write_lock_for(path)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")  # WAL: safe against process crashes
+    conn.synchronous = ""
+    use_synchronous(conn, CRASH_SAFE)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA secure_delete = ON")  # erased text is overwritten, not just unlinked
@@ -73,7 +83,40 @@ def connection_for(path: str) -> sqlite3.Connection:
 
 
 def get_db() -> sqlite3.Connection:
-    return connection_for(current_app.config["DATABASE"])
+    """This thread's connection, at the durability of its commits: the configured one
+    where a commit answers someone (a request; the command line, on the main thread),
+    NORMAL on the service's background threads (runner, provider pool, webhooks,
+    scheduler), whose last commits a power cut may only make them redo."""
+    conn = connection_for(current_app.config["DATABASE"])
+    if not conn.in_transaction:  # inside one, the level was set when it began
+        answering = has_request_context() or threading.current_thread() is threading.main_thread()
+        use_synchronous(conn, durable_level(current_app.extensions["j1msky_config"].get())
+                        if answering else CRASH_SAFE)
+    return conn
+
+
+def durable_level(config: dict) -> str:
+    """The PRAGMA synchronous level of a commit that must survive a power cut when the
+    owner asks for that (database.durability)."""
+    return SYNCHRONOUS[config["database"]["durability"]]
+
+
+def use_synchronous(conn: sqlite3.Connection, level: str) -> None:
+    """Set PRAGMA synchronous if it changes (SQLite refuses that inside a transaction)."""
+    if conn.synchronous != level:
+        conn.execute(_SET_SYNCHRONOUS[level])
+        conn.synchronous = level
+
+
+@contextlib.contextmanager
+def synchronous(conn: sqlite3.Connection, level: str) -> Iterator[sqlite3.Connection]:
+    """Commit at `level` within the block (open no transaction around it)."""
+    previous = conn.synchronous
+    use_synchronous(conn, level)
+    try:
+        yield conn
+    finally:
+        use_synchronous(conn, previous)
 
 
 def forget(path: str) -> None:
