@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from importlib import resources
@@ -24,13 +25,11 @@ class Connection(sqlite3.Connection):
 
     write_lock: threading.Lock
     synchronous: str  # the PRAGMA synchronous level in force (see use_synchronous)
+    wal_path: str
 
 
-# config.json database.durability -> PRAGMA synchronous of the commits that answer
-# someone. In WAL mode FULL syncs the log at every commit (survives a power cut);
-# NORMAL only at checkpoints (survives a crash of the process, not of the machine).
-SYNCHRONOUS = {"power_cut": "FULL", "crash": "NORMAL"}
-CRASH_SAFE = "NORMAL"  # commits whose loss in a power cut costs a re-run, never an answer
+# PRAGMA synchronous in WAL mode: FULL syncs the log at every commit (what is committed
+# survives a power cut); NORMAL only at checkpoints (it survives a crash of the process).
 _SET_SYNCHRONOUS = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}
 
 
@@ -55,10 +54,11 @@ def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False,
                            factory=Connection)
     conn.write_lock = write_lock_for(path)
+    conn.wal_path = path + "-wal"
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     conn.synchronous = ""
-    use_synchronous(conn, CRASH_SAFE)
+    use_synchronous(conn, "NORMAL")
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA secure_delete = ON")  # erased text is overwritten, not just unlinked
@@ -90,15 +90,14 @@ def get_db() -> sqlite3.Connection:
     conn = connection_for(current_app.config["DATABASE"])
     if not conn.in_transaction:  # inside one, the level was set when it began
         answering = has_request_context() or threading.current_thread() is threading.main_thread()
-        use_synchronous(conn, durable_level(current_app.extensions["j1msky_config"].get())
-                        if answering else CRASH_SAFE)
+        power_cut = power_cut_safe(current_app.extensions["j1msky_config"].get())
+        use_synchronous(conn, "FULL" if answering and power_cut else "NORMAL")
     return conn
 
 
-def durable_level(config: dict) -> str:
-    """The PRAGMA synchronous level of a commit that must survive a power cut when the
-    owner asks for that (database.durability)."""
-    return SYNCHRONOUS[config["database"]["durability"]]
+def power_cut_safe(config: dict) -> bool:
+    """Must answered writes survive a power cut (database.durability), not just a crash?"""
+    return config["database"]["durability"] == "power_cut"
 
 
 def use_synchronous(conn: sqlite3.Connection, level: str) -> None:
@@ -106,17 +105,6 @@ def use_synchronous(conn: sqlite3.Connection, level: str) -> None:
     if conn.synchronous != level:
         conn.execute(_SET_SYNCHRONOUS[level])
         conn.synchronous = level
-
-
-@contextlib.contextmanager
-def synchronous(conn: sqlite3.Connection, level: str) -> Iterator[sqlite3.Connection]:
-    """Commit at `level` within the block (open no transaction around it)."""
-    previous = conn.synchronous
-    use_synchronous(conn, level)
-    try:
-        yield conn
-    finally:
-        use_synchronous(conn, previous)
 
 
 def forget(path: str) -> None:
@@ -127,11 +115,17 @@ def forget(path: str) -> None:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: sqlite3.Connection, sync: bool | None = None
+                ) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE (takes the write lock up front) ... COMMIT, or ROLLBACK on error.
 
     Inside an open transaction it nests as a SAVEPOINT, so a view's own
     transaction joins the one an idempotent request wraps around it.
+
+    `sync`: sync the log once committed, so the transaction survives a power cut
+    (default: when the connection runs FULL). COMMIT itself runs NORMAL and the sync
+    follows once the write lock is released: the same sync FULL makes, but the next
+    writer need not wait for the disk, and concurrent commits share its flush.
     """
     if conn.in_transaction:
         mark = len(_pending(conn))
@@ -145,19 +139,37 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute("RELEASE nested")
         return
-    with conn.write_lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            _pending(conn).clear()
-            raise
-        conn.execute("COMMIT")
+    level = conn.synchronous
+    sync = level == "FULL" if sync is None else sync
+    use_synchronous(conn, "NORMAL")
+    try:
+        with conn.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                _pending(conn).clear()
+                raise
+            conn.execute("COMMIT")
+    finally:
+        use_synchronous(conn, level)
+    if sync:
+        sync_log(conn)
     callbacks = list(_pending(conn))
     _pending(conn).clear()
     for callback in callbacks:
         callback()
+
+
+def sync_log(conn: sqlite3.Connection) -> None:
+    """Sync the write-ahead log to disk: what synchronous = FULL does after each commit.
+    Any commit whose frames a later checkpoint moved on was synced by that checkpoint."""
+    fd = os.open(conn.wal_path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pending(conn: sqlite3.Connection) -> list:

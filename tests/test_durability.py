@@ -3,16 +3,42 @@ synchronous = FULL) unless the owner chose crash-only (NORMAL); the service's ow
 threads commit NORMAL, except a provider call's in-flight record."""
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 
 from j1msky.config import ConfigError, validate_config
-from j1msky.db import connection_for, get_db
+from j1msky.db import connection_for, get_db, transaction
 from j1msky.services import catalog, runner
 from tests.helpers import configure
 
 FULL, NORMAL = 2, 1  # what PRAGMA synchronous reads back
+SYNC = "sync log"
+_recording = threading.local()
+
+
+def _audit(event: str, args: tuple) -> None:
+    """db.sync_log opens the -wal file to sync it (SQLite's own opens are not audited)."""
+    log = getattr(_recording, "log", None)
+    if log is not None and event == "open" and str(args[0]).endswith("-wal"):
+        log.append(SYNC + (" under the write lock" if _recording.lock.locked() else ""))
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed: this one records only when asked
+
+
+def recorded(conn, work):
+    """work()'s SQL statements on conn and its log syncs, in order (on this thread)."""
+    log = _recording.log = []
+    _recording.lock = conn.write_lock
+    conn.set_trace_callback(log.append)
+    try:
+        work()
+    finally:
+        conn.set_trace_callback(None)
+        del _recording.log
+    return log
 
 
 def on_a_thread(work):
@@ -79,35 +105,61 @@ def test_the_command_line_commits_at_the_configured_level(app):
         assert level(get_db()) == FULL
 
 
-@pytest.mark.parametrize("durability, expected", [("power_cut", "FULL"), ("crash", "NORMAL")])
-def test_a_provider_calls_in_flight_record_commits_at_the_configured_level(
-        app, upstream, durability, expected):
-    """On a runner thread (NORMAL), the record of a call about to be sent commits at the
-    durable level, and the thread goes back to NORMAL."""
+def test_a_durable_transaction_syncs_the_log_after_commit_and_releasing_the_lock(app):
+    """On a FULL connection COMMIT runs NORMAL, under the write lock, and the log is
+    synced once the lock is free; the connection is FULL again for lone statements."""
+    with app.app_context():
+        conn = get_db()
+
+        def work():
+            with transaction(conn):
+                conn.execute("INSERT INTO seen_signatures (signature_hash, seen_at)"
+                             " VALUES ('a', 'b')")
+
+        log = recorded(conn, work)
+    assert log[:2] == ["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"]
+    assert log[-3:] == ["COMMIT", "PRAGMA synchronous = FULL", SYNC]
+    assert level(conn) == FULL
+
+
+@pytest.mark.parametrize("durability, syncs", [("power_cut", 1), ("crash", 0)])
+def test_an_idempotent_spawn_syncs_once_for_its_answer_not_for_its_mark(
+        app, client, admin, durability, syncs):
+    configure(app, database={"durability": durability})
+
+    def work():
+        conn = connection_for(app.config["DATABASE"])
+        log = recorded(conn, lambda: client.post(
+            "/api/spawn", json={"model": "k2p5", "task": "once"},
+            headers={**admin.headers, "Idempotency-Key": "sync-once"}))
+        return log
+    log = on_a_thread(work)
+    assert log.count(SYNC) == syncs
+    assert log.count("COMMIT") == 2  # the mark, then the agent with its stored answer
+    if syncs:
+        assert log.index(SYNC) > [i for i, s in enumerate(log) if s == "COMMIT"][-1]
+
+
+@pytest.mark.parametrize("durability, syncs", [("power_cut", 1), ("crash", 0)])
+def test_a_provider_calls_in_flight_record_is_synced_before_it_is_sent(
+        app, upstream, durability, syncs):
+    """On a runner thread (NORMAL), the record of a call about to be sent is synced in
+    power_cut mode; the thread stays NORMAL."""
     configure(app, database={"durability": durability})
 
     def work():
         with app.app_context():
             config = app.extensions["j1msky_config"].get()
             conn = get_db()
-            statements = []
-            conn.set_trace_callback(statements.append)
-            try:
-                runner.open_call(conn, config, runner.Call("subagent_1_000001", 0, "hi", None),
-                                 "k2p5", catalog.route(config, "k2p5"))
-            finally:
-                conn.set_trace_callback(None)
-            return statements, level(conn)
+            log = recorded(conn, lambda: runner.open_call(
+                conn, config, runner.Call("subagent_1_000001", 0, "hi", None), "k2p5",
+                catalog.route(config, "k2p5")))
+            return log, level(conn)
 
-    statements, after = on_a_thread(work)
-    pragmas = [s for s in statements if s.startswith("PRAGMA synchronous")]
-    if expected == "NORMAL":
-        assert pragmas == []  # already NORMAL: nothing to switch
-    else:
-        assert statements[0] == "PRAGMA synchronous = FULL"
-        assert statements[1] == "BEGIN IMMEDIATE"
-        assert any(s.startswith("INSERT INTO calls_in_flight") for s in statements)
-        assert statements[-2:] == ["COMMIT", "PRAGMA synchronous = NORMAL"]
+    log, after = on_a_thread(work)
+    assert any(s.startswith("INSERT INTO calls_in_flight") for s in log)
+    assert log.count(SYNC) == syncs
+    assert log[-1] == (SYNC if syncs else "COMMIT")
     assert after == NORMAL
 
 

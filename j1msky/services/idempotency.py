@@ -7,7 +7,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from ..db import CRASH_SAFE, synchronous, transaction
+from ..db import transaction
 from ..errors import APIError
 from . import clock
 
@@ -46,7 +46,7 @@ def claim(conn: sqlite3.Connection, key_id: str, idem_key: str, fp: str) -> Stor
     The mark answers nobody, so it commits crash-safe only: the commit that stores the
     answer syncs the log with it, and a mark a power cut keeps is cleared at start."""
     now = clock.now()
-    with synchronous(conn, CRASH_SAFE), transaction(conn):
+    with transaction(conn, sync=False):
         row = conn.execute("SELECT * FROM idempotency_keys WHERE key_id = ? AND idem_key = ?",
                            (key_id, idem_key)).fetchone()
         if row is not None and row["expires_at"] <= clock.iso(now):
@@ -73,9 +73,8 @@ def store(conn: sqlite3.Connection, key_id: str, idem_key: str, status: int, bod
 
 
 def release(conn: sqlite3.Connection, key_id: str, idem_key: str) -> None:
-    """Forget a key whose request was not stored (outside a transaction; crash-safe
-    only, as the mark)."""
-    with synchronous(conn, CRASH_SAFE):
+    """Forget a key whose request was not stored (crash-safe only, as the mark)."""
+    with transaction(conn, sync=False):
         conn.execute("DELETE FROM idempotency_keys WHERE key_id = ? AND idem_key = ?"
                      " AND state = 'executing'", (key_id, idem_key))
 

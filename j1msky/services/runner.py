@@ -13,7 +13,7 @@ from flask import Flask, current_app
 
 from .. import metrics
 from ..config import current as current_config
-from ..db import durable_level, get_db, synchronous, transaction
+from ..db import get_db, power_cut_safe, transaction
 from ..errors import APIError
 from . import agentdata, agents, catalog, ledger, limits, providers
 
@@ -192,7 +192,7 @@ def open_call(conn, config: dict, call: Call, model: str, route: catalog.Route
     if route.simulated:
         return partial(settle, current_app._get_current_object(), None, call, model, provider)
     hourly = config["providers"][provider]["hourly"]
-    with synchronous(conn, durable_level(config)), transaction(conn):
+    with transaction(conn, sync=power_cut_safe(config)):
         if not limits.try_count_call(conn, provider, hourly):
             raise providers.ProviderUnavailable(f"{provider}: hourly limit of {hourly} reached")
         estimate = catalog.cost_micros(config, model,
