@@ -125,7 +125,10 @@ def transaction(conn: sqlite3.Connection, sync: bool | None = None
     `sync`: sync the log once committed, so the transaction survives a power cut
     (default: when the connection runs FULL). COMMIT itself runs NORMAL and the sync
     follows once the write lock is released: the same sync FULL makes, but the next
-    writer need not wait for the disk, and concurrent commits share its flush.
+    writer need not wait for the disk, and concurrent commits share its flush. The
+    after_commit callbacks run first (other threads see a commit at once anyway), so
+    the work they start (a spawned agent) overlaps the disk. Nested, `sync` is ignored:
+    the outermost transaction decides.
     """
     if conn.in_transaction:
         mark = len(_pending(conn))
@@ -154,12 +157,14 @@ def transaction(conn: sqlite3.Connection, sync: bool | None = None
             conn.execute("COMMIT")
     finally:
         use_synchronous(conn, level)
-    if sync:
-        sync_log(conn)
     callbacks = list(_pending(conn))
     _pending(conn).clear()
-    for callback in callbacks:
-        callback()
+    try:
+        for callback in callbacks:
+            callback()
+    finally:
+        if sync:
+            sync_log(conn)
 
 
 def sync_log(conn: sqlite3.Connection) -> None:

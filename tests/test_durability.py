@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from j1msky.config import ConfigError, validate_config
-from j1msky.db import connection_for, get_db, transaction
+from j1msky.db import after_commit, connection_for, get_db, transaction
 from j1msky.services import catalog, runner
 from tests.helpers import configure
 
@@ -120,6 +120,33 @@ def test_a_durable_transaction_syncs_the_log_after_commit_and_releasing_the_lock
     assert log[:2] == ["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"]
     assert log[-3:] == ["COMMIT", "PRAGMA synchronous = FULL", SYNC]
     assert level(conn) == FULL
+
+
+def test_work_started_after_commit_overlaps_the_sync_which_happens_regardless(app):
+    """after_commit callbacks (say, handing a spawned agent to the runner) run before
+    the log sync, and a failing one does not skip it."""
+    with app.app_context():
+        conn = get_db()
+
+        def work(fail: bool):
+            def callback():
+                _recording.log.append("callback")
+                if fail:
+                    raise RuntimeError("callback failed")
+            with transaction(conn):
+                conn.execute("INSERT INTO seen_signatures (signature_hash, seen_at)"
+                             " VALUES (?, 'b')", (str(fail),))
+                after_commit(conn, callback)
+
+        assert recorded(conn, lambda: work(False))[-2:] == ["callback", SYNC]
+        log = []
+
+        def failing():
+            with pytest.raises(RuntimeError):
+                work(True)
+            log.extend(_recording.log)
+        recorded(conn, failing)
+    assert log[-2:] == ["callback", SYNC]
 
 
 @pytest.mark.parametrize("durability, syncs", [("power_cut", 1), ("crash", 0)])
