@@ -1,22 +1,23 @@
 """Benchmark of the spawn path (issue 13, perf-spawn slice), on 127.0.0.1.
 
-What it does, in one run (about 70 s on 2 cores):
+What it does, in one run (about 80 s on 2 cores):
 
 1. Starts tests/fake_upstream.py's FakeUpstream in this process (answering at once) and
-   points both providers at it (kind anthropic and openai, hourly limits raised); makes
-   a temporary instance with scripts/harness.py's config (limits and budget raised so
-   nothing is refused), runs ``j1msky init``, ``j1msky keys create`` and ``j1msky serve``
-   at its default server settings, and the bare app (scripts/bare_app.py: bare Flask on
-   the same gunicorn settings, no access log).
+   a temporary instance pointing both providers at it (kinds anthropic and openai),
+   with scripts/harness.py's config (limits and budget raised so nothing is refused);
+   runs ``j1msky init``, ``j1msky keys create`` and ``j1msky serve`` at its default
+   server settings (and the default database.durability).
 2. Latency: spawns one agent at a time, paced at --rate/s for --seconds (POST /api/spawn,
    keep-alive, a unique Idempotency-Key each), and times each from just before the
-   request is sent to the fake upstream reading the provider call (matched by a token in
-   the task); also the spawn's own HTTP answer.
+   request is sent to the fake upstream recording the provider call (matched by a
+   token in the task); also the spawn's own HTTP answer.
 3. Throughput: wrk (-t2 -c16, --wrk-seconds) POSTs a spawn body to the bare app's
-   ``POST /spawn``, then to ``POST /api/spawn``; accepted (202) spawns/s over bare req/s.
-4. The gunicorn worker's RSS once the agents have finished.
+   ``POST /spawn`` (scripts/bare_app.py: bare Flask on serve's gunicorn settings, no
+   access log), then to ``POST /api/spawn`` of a second instance whose providers are
+   simulated at zero delay (the agents run too); accepted (202) spawns/s over bare req/s.
+4. The gunicorn workers' RSS (the larger) once the agents have finished.
 5. The cost of one commit with synchronous FULL and NORMAL (WAL) on the disk holding the
-   instance: database.durability "power_cut" against "crash".
+   instances: database.durability "power_cut" against "crash".
 
 Prints each target on a line ending in "met" or "MISSED"; asserts nothing.
 
@@ -224,7 +225,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=30, help="paced spawns/s (default 30)")
     parser.add_argument("--seconds", type=float, default=15, help="paced run (default 15)")
     parser.add_argument("--wrk-seconds", type=int, default=10, help="each wrk run (default 10)")
-    parser.add_argument("--keep", action="store_true", help="keep the instance folder")
+    parser.add_argument("--keep", action="store_true", help="keep the instance folders")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed (apt-get install wrk)", file=sys.stderr)
