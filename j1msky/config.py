@@ -171,6 +171,10 @@ class StreamsSchema(Schema):
     retry_seconds = Num(validate=NonNegative)
 
 
+class DatabaseSchema(Schema):
+    durability = Str(validate=validate.OneOf(["power_cut", "crash"]))
+
+
 class LegacySchema(Schema):
     sunset = fields.Date()
 
@@ -199,6 +203,7 @@ class ConfigSchema(Schema):
     audit = fields.Nested(AuditSchema)
     retention = fields.Nested(RetentionSchema)
     streams = fields.Nested(StreamsSchema)
+    database = fields.Nested(DatabaseSchema)
     legacy_v3 = fields.Nested(LegacySchema)
     dashboard = fields.Nested(DashboardSchema)
 

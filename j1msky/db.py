@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from importlib import resources
 from typing import Iterator
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context
 
 _local = threading.local()
 _write_locks: dict[str, threading.Lock] = {}
@@ -23,6 +24,13 @@ class Connection(sqlite3.Connection):
     """
 
     write_lock: threading.Lock
+    synchronous: str  # the PRAGMA synchronous level in force (see use_synchronous)
+    wal_path: str
+
+
+# PRAGMA synchronous in WAL mode: FULL syncs the log at every commit (what is committed
+# survives a power cut); NORMAL only at checkpoints (it survives a crash of the process).
+_SET_SYNCHRONOUS = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}
 
 
 def write_lock_for(path: str) -> threading.Lock:
@@ -46,9 +54,11 @@ def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False,
                            factory=Connection)
     conn.write_lock = write_lock_for(path)
+    conn.wal_path = path + "-wal"
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")  # WAL: safe against process crashes
+    conn.synchronous = ""
+    use_synchronous(conn, "NORMAL")
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA secure_delete = ON")  # erased text is overwritten, not just unlinked
@@ -73,7 +83,28 @@ def connection_for(path: str) -> sqlite3.Connection:
 
 
 def get_db() -> sqlite3.Connection:
-    return connection_for(current_app.config["DATABASE"])
+    """This thread's connection, at the durability of its commits: the configured one
+    where a commit answers someone (a request; the command line, on the main thread),
+    NORMAL on the service's background threads (runner, provider pool, webhooks,
+    scheduler), whose last commits a power cut may only make them redo."""
+    conn = connection_for(current_app.config["DATABASE"])
+    if not conn.in_transaction:  # inside one, the level was set when it began
+        answering = has_request_context() or threading.current_thread() is threading.main_thread()
+        power_cut = power_cut_safe(current_app.extensions["j1msky_config"].get())
+        use_synchronous(conn, "FULL" if answering and power_cut else "NORMAL")
+    return conn
+
+
+def power_cut_safe(config: dict) -> bool:
+    """Must answered writes survive a power cut (database.durability), not just a crash?"""
+    return config["database"]["durability"] == "power_cut"
+
+
+def use_synchronous(conn: sqlite3.Connection, level: str) -> None:
+    """Set PRAGMA synchronous if it changes (SQLite refuses that inside a transaction)."""
+    if conn.synchronous != level:
+        conn.execute(_SET_SYNCHRONOUS[level])
+        conn.synchronous = level
 
 
 def forget(path: str) -> None:
@@ -84,11 +115,20 @@ def forget(path: str) -> None:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: sqlite3.Connection, sync: bool | None = None
+                ) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE (takes the write lock up front) ... COMMIT, or ROLLBACK on error.
 
     Inside an open transaction it nests as a SAVEPOINT, so a view's own
     transaction joins the one an idempotent request wraps around it.
+
+    `sync`: sync the log once committed, so the transaction survives a power cut
+    (default: when the connection runs FULL). COMMIT itself runs NORMAL and the sync
+    follows once the write lock is released: the same sync FULL makes, but the next
+    writer need not wait for the disk, and concurrent commits share its flush. The
+    after_commit callbacks run first (other threads see a commit at once anyway), so
+    the work they start (a spawned agent) overlaps the disk. Nested, `sync` is ignored:
+    the outermost transaction decides.
     """
     if conn.in_transaction:
         mark = len(_pending(conn))
@@ -102,19 +142,39 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute("RELEASE nested")
         return
-    with conn.write_lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            _pending(conn).clear()
-            raise
-        conn.execute("COMMIT")
+    level = conn.synchronous
+    sync = level == "FULL" if sync is None else sync
+    use_synchronous(conn, "NORMAL")
+    try:
+        with conn.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                _pending(conn).clear()
+                raise
+            conn.execute("COMMIT")
+    finally:
+        use_synchronous(conn, level)
     callbacks = list(_pending(conn))
     _pending(conn).clear()
-    for callback in callbacks:
-        callback()
+    try:
+        for callback in callbacks:
+            callback()
+    finally:
+        if sync:
+            sync_log(conn)
+
+
+def sync_log(conn: sqlite3.Connection) -> None:
+    """Sync the write-ahead log to disk: what synchronous = FULL does after each commit.
+    Any commit whose frames a later checkpoint moved on was synced by that checkpoint."""
+    fd = os.open(conn.wal_path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pending(conn: sqlite3.Connection) -> list:

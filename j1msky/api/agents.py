@@ -39,6 +39,19 @@ SHORTHANDS = {
 }
 
 
+_spawn_schema: tuple[dict, SpawnRequest] | None = None
+
+
+def spawn_schema(config: dict) -> SpawnRequest:
+    """The spawn request schema of the config in force, built once per config:
+    ConfigStore hands out a new dict when config.json changes."""
+    global _spawn_schema
+    cached = _spawn_schema
+    if cached is None or cached[0] is not config:
+        cached = _spawn_schema = (config, SpawnRequest(config))
+    return cached[1]
+
+
 def submit_after_commit(conn, row) -> None:
     runner = current_app.extensions.get("j1msky_runner")
     if runner is not None:
@@ -79,7 +92,7 @@ def spawned(row) -> dict:
 
 def spawn_one():
     config = current_config()
-    req = prepare(config, SpawnRequest(config).load(json_body()))
+    req = prepare(config, spawn_schema(config).load(json_body()))
     with transaction(get_db()) as conn:
         row = admit(conn, config, req)
     return spawned(row), 202, {"Location": f"/api/agent/{row['agent_id']}"}
@@ -103,7 +116,7 @@ def spawn_batch():
     requests, errors = [], {}
     for index, item in enumerate(items):
         try:
-            requests.append(prepare(config, SpawnRequest(config).load(item)))
+            requests.append(prepare(config, spawn_schema(config).load(item)))
         except ValidationError as exc:
             errors[str(index)] = exc.messages
     if errors:

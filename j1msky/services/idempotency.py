@@ -41,9 +41,12 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 def claim(conn: sqlite3.Connection, key_id: str, idem_key: str, fp: str) -> Stored | None:
-    """Mark the key executing and return None, or return the stored answer, or 409."""
+    """Mark the key executing and return None, or return the stored answer, or 409.
+
+    The mark answers nobody, so it commits crash-safe only: the commit that stores the
+    answer syncs the log with it, and a mark a power cut keeps is cleared at start."""
     now = clock.now()
-    with transaction(conn):
+    with transaction(conn, sync=False):
         row = conn.execute("SELECT * FROM idempotency_keys WHERE key_id = ? AND idem_key = ?",
                            (key_id, idem_key)).fetchone()
         if row is not None and row["expires_at"] <= clock.iso(now):
@@ -70,8 +73,10 @@ def store(conn: sqlite3.Connection, key_id: str, idem_key: str, status: int, bod
 
 
 def release(conn: sqlite3.Connection, key_id: str, idem_key: str) -> None:
-    conn.execute("DELETE FROM idempotency_keys WHERE key_id = ? AND idem_key = ?"
-                 " AND state = 'executing'", (key_id, idem_key))
+    """Forget a key whose request was not stored (crash-safe only, as the mark)."""
+    with transaction(conn, sync=False):
+        conn.execute("DELETE FROM idempotency_keys WHERE key_id = ? AND idem_key = ?"
+                     " AND state = 'executing'", (key_id, idem_key))
 
 
 def purge_expired(conn: sqlite3.Connection) -> int:

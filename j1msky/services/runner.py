@@ -13,7 +13,7 @@ from flask import Flask, current_app
 
 from .. import metrics
 from ..config import current as current_config
-from ..db import get_db, transaction
+from ..db import get_db, power_cut_safe, transaction
 from ..errors import APIError
 from . import agentdata, agents, catalog, ledger, limits, providers
 
@@ -184,12 +184,15 @@ def open_call(conn, config: dict, call: Call, model: str, route: catalog.Route
               ) -> providers.Settle:
     """Before an attempt is sent: count it against its provider's hourly limit and
     record it in flight, in one transaction; returns what settles its cost. The
-    simulator has no limit and nothing to lose, so its calls are settled at once."""
+    simulator has no limit and nothing to lose, so its calls are settled at once.
+
+    The record commits as durably as an answered write: a call the provider may bill
+    must still be in flight after a power cut, to be charged at the next start."""
     provider = route.provider_name
     if route.simulated:
         return partial(settle, current_app._get_current_object(), None, call, model, provider)
     hourly = config["providers"][provider]["hourly"]
-    with transaction(conn):
+    with transaction(conn, sync=power_cut_safe(config)):
         if not limits.try_count_call(conn, provider, hourly):
             raise providers.ProviderUnavailable(f"{provider}: hourly limit of {hourly} reached")
         estimate = catalog.cost_micros(config, model,
