@@ -53,7 +53,7 @@ def test_one_webhook_gets_deliveries_concurrently_up_to_its_bound(
     configure(app, webhooks={**HOOKS, "workers": 8, "max_in_flight_per_webhook": 3})
     hook = register(client, admin, webhook_receiver.url + "/hook")
     webhook_receiver.expect_secret(None, hook["secret"])
-    webhook_receiver.set(delay=0.5)  # overlaps even when loaded
+    webhook_receiver.set(delay=0.2)
     queue_tests(client, admin, hook, 12)
     start_dispatcher()
     received = webhook_receiver.wait_for(12, timeout=10)
