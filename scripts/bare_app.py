@@ -1,23 +1,34 @@
 """The baseline for scripts/bench_api.py: a bare Flask app behind the same gunicorn setup.
 
-Two JSON routes, no authentication, no database: ``GET /agent`` answers a dict shaped
-and sized like a J1MSKY agent object; ``POST /spawn`` parses a small JSON body and answers
-202 with a dict shaped like J1MSKY's spawn answer. It is served exactly as ``j1msky serve``
-serves the service (see j1msky/server.py): one worker, gthread, N threads, the same
-timeouts and the same access log to stdout, so the gap between the two is the cost
-of J1MSKY's own work per request.
+Two JSON routes, no authentication, no database, no middleware: ``GET /agent`` answers
+a dict shaped and sized like a J1MSKY agent object; ``POST /spawn`` parses a small JSON
+body and answers 202 with a dict shaped like J1MSKY's spawn answer. It is served with the
+gunicorn settings of ``j1msky serve`` (see j1msky/server.py): one worker of the same
+worker class (FrontDoorWorker, a gthread subclass), N threads, the same keep-alive and
+timeouts, and no access log. So the gap between the two is the cost of J1MSKY's own work
+per request, an access log included if the service writes one by default.
+
+FrontDoorWorker reads config.json ``server`` (request timeout, per-address cap) from
+the app, as the service's app holds it: this app holds the same ConfigStore, of
+$J1MSKY_INSTANCE/config.json (the defaults when there is none).
 
     /path/to/venv/bin/python scripts/bare_app.py --host 127.0.0.1 --port 8099 --threads 8
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from flask import Flask, request
 from gunicorn.app.base import BaseApplication
 
+from j1msky import instance_folder
+from j1msky.config import ConfigStore
+from j1msky.server import KEEPALIVE, LIMIT_REQUEST_LINE, WORKER_CLASS
+
 app = Flask(__name__)
 app.json.sort_keys = False  # as in j1msky.create_app
+app.extensions["j1msky_config"] = ConfigStore(os.path.join(instance_folder(), "config.json"))
 
 TASK = "Write a Python function that parses a CSV export and totals the amounts per customer."
 RESULT = ("[simulated kimi-k2.5] Here is a function that reads the file with csv.DictReader, "
@@ -67,11 +78,13 @@ class BareServer(BaseApplication):
 
 
 def options(host: str, port: int, threads: int) -> dict:
-    """The options of j1msky.server.run, minus its worker_exit hook (nothing to stop here)."""
+    """The options of j1msky.server.run without an access log, and without its hooks
+    (nothing to start or stop here)."""
     return {
-        "bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": threads,
-        "timeout": 60, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
-        "loglevel": "info", "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+        "bind": f"{host}:{port}", "workers": 1, "worker_class": WORKER_CLASS, "threads": threads,
+        "keepalive": KEEPALIVE, "limit_request_line": LIMIT_REQUEST_LINE,
+        "timeout": 60, "graceful_timeout": 30, "accesslog": None, "errorlog": "-",
+        "loglevel": "info", "control_socket_disable": True,
     }
 
 
