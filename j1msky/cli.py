@@ -187,7 +187,7 @@ def serve(host, port, threads, workers, certfile, keyfile):
     from .server import run
     server = config["server"]
     run(host or server["host"], port or server["port"], threads or server["threads"],
-        tls=(certfile, keyfile) if certfile else None)
+        tls=(certfile, keyfile) if certfile else None, access_log=server["access_log"])
 
 
 def warn_simulated(config: dict) -> None:
