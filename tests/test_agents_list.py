@@ -4,11 +4,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
+from j1msky import db
+from j1msky.cli import cli
 from j1msky.db import connection_for, transaction
+from j1msky.services import clock
 from tests.helpers import wait_for, wait_settled
 
 MODELS = ("k2p5", "sonnet", "opus")
@@ -194,9 +198,6 @@ def assert_meta_agrees_with_the_rows(client, app, key) -> None:
 
 def test_meta_totals_agree_with_the_rows_through_spawns_charges_cancels_and_erasure(
         upstream, client, app, admin, start_runner, cli_runner):
-    from j1msky.cli import cli
-    from j1msky.services import clock
-
     upstream.set("anthropic", latency=0.6, input_tokens=1000, output_tokens=2000)
     spawned = [client.post("/api/spawn", headers=admin.headers,
                            json={"model": model, "task": f"meta {i}", "privacy":
@@ -222,23 +223,21 @@ def test_meta_totals_agree_with_the_rows_through_spawns_charges_cancels_and_eras
     assert_meta_agrees_with_the_rows(client, app, admin)              # erased and purged
 
 
-def test_meta_totals_count_agents_stored_before_the_upgrade(tmp_path, client_for, admin):
+def test_meta_totals_count_agents_stored_before_the_upgrade(tmp_path):
     """Migration 10 fills the running totals from the agents already stored."""
-    from j1msky import db
-    instance = tmp_path / "old"
-    instance.mkdir()
-    conn = db.connect(str(instance / "j1msky.sqlite3"))
-    db.migrate(conn)
+    path = str(tmp_path / "j1msky.sqlite3")
+    conn = db.connect(path)
+    conn.executescript((Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text())
+    for version, sql in sorted(db.migrations().items()):
+        if version < 10:
+            conn.executescript(f"{sql}\nPRAGMA user_version = {version};")
     conn.executescript(
         "INSERT INTO agents (agent_id, model, status, priority, timeout, created_at,"
         " actual_micros) VALUES ('subagent_1_1', 'opus', 'completed', 'normal', 300,"
         " '2026-01-01T00:00:00.000000Z', 1500), ('subagent_1_2', 'opus', 'failed', 'normal',"
-        " 300, '2026-01-01T00:00:01.000000Z', 20);"
-        "DROP TRIGGER agent_totals_insert; DROP TRIGGER agent_totals_update;"
-        "DROP TRIGGER agent_totals_delete; DROP TABLE agent_totals; PRAGMA user_version = 9;")
+        " 300, '2026-01-01T00:00:01.000000Z', 20);")
     assert db.migrate(conn) == db.schema_version()
     totals = conn.execute("SELECT status, model, agents, actual_micros FROM agent_totals"
                           " ORDER BY status").fetchall()
     assert [tuple(r) for r in totals] == [("completed", "opus", 1, 1500), ("failed", "opus", 1, 20)]
     conn.close()
-    db.forget(str(instance / "j1msky.sqlite3"))
