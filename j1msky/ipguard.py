@@ -43,8 +43,10 @@ TRACKED_ADDRESSES = 10_000  # past this, stale report times are dropped
 
 # -- addresses ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str | None) -> Address | None:
-    """The address in `text`, an IPv4-mapped IPv6 one as plain IPv4; None if not one."""
+    """The address in `text`, an IPv4-mapped IPv6 one as plain IPv4; None if not one.
+    (Cached: a client sends its address with every request; addresses are immutable.)"""
     try:
         ip = ipaddress.ip_address(text or "")
     except ValueError:
