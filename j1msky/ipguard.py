@@ -92,12 +92,14 @@ def resolve_client_ip(peer: str | None, forwarded: list[str], trusted: list[str]
 
 
 def client_ip() -> str:
-    """The caller's address for this request (computed once, kept on g)."""
-    if "client_ip" not in g:
-        g.client_ip = resolve_client_ip(request.remote_addr,
-                                        request.headers.getlist("X-Forwarded-For"),
-                                        current_config()["security"]["trusted_proxies"])
-    return g.client_ip
+    """The caller's address for this request (computed once, kept on g). X-Forwarded-For
+    is read only when there are trusted proxies: without them it is never believed."""
+    ip = g.get("client_ip")
+    if ip is None:
+        trusted = current_config()["security"]["trusted_proxies"]
+        forwarded = request.headers.getlist("X-Forwarded-For") if trusted else []
+        ip = g.client_ip = resolve_client_ip(request.remote_addr, forwarded, trusted)
+    return ip
 
 
 def locks_out_caller(settings: dict) -> str | None:
