@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
-import re
 import random
+import re
 
 from flask import Flask, g, jsonify, request
 from marshmallow import ValidationError
