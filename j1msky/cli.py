@@ -215,7 +215,7 @@ def serve(host, port, threads, workers, certfile, keyfile):
     click.echo(f"Console: open {'https' if certfile else 'http'}://{shown}:{port or server['port']}/"
                " in a browser (sign in with an API key, or `j1msky login-link`).", err=True)
     run(host or server["host"], port or server["port"], threads or server["threads"],
-        tls=(certfile, keyfile) if certfile else None)
+        tls=(certfile, keyfile) if certfile else None, access_log=server["access_log"])
 
 
 def warn_simulated(config: dict) -> None:

@@ -49,6 +49,7 @@ class ServerSchema(Schema):
     max_body_bytes = Int(validate=Positive)
     request_timeout = Num(validate=Positive)
     max_connections_per_address = Int(validate=validate.Range(min=1))
+    access_log = Bool()
 
 
 class ProviderSchema(Schema):

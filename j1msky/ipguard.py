@@ -43,8 +43,10 @@ TRACKED_ADDRESSES = 10_000  # past this, stale report times are dropped
 
 # -- addresses ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str | None) -> Address | None:
-    """The address in `text`, an IPv4-mapped IPv6 one as plain IPv4; None if not one."""
+    """The address in `text`, an IPv4-mapped IPv6 one as plain IPv4; None if not one.
+    (Cached: a client sends its address with every request; addresses are immutable.)"""
     try:
         ip = ipaddress.ip_address(text or "")
     except ValueError:
@@ -90,12 +92,14 @@ def resolve_client_ip(peer: str | None, forwarded: list[str], trusted: list[str]
 
 
 def client_ip() -> str:
-    """The caller's address for this request (computed once, kept on g)."""
-    if "client_ip" not in g:
-        g.client_ip = resolve_client_ip(request.remote_addr,
-                                        request.headers.getlist("X-Forwarded-For"),
-                                        current_config()["security"]["trusted_proxies"])
-    return g.client_ip
+    """The caller's address for this request (computed once, kept on g). X-Forwarded-For
+    is read only when there are trusted proxies: without them it is never believed."""
+    ip = g.get("client_ip")
+    if ip is None:
+        trusted = current_config()["security"]["trusted_proxies"]
+        forwarded = request.headers.getlist("X-Forwarded-For") if trusted else []
+        ip = g.client_ip = resolve_client_ip(request.remote_addr, forwarded, trusted)
+    return ip
 
 
 def locks_out_caller(settings: dict) -> str | None:

@@ -98,9 +98,9 @@ def agent_counts(conn: sqlite3.Connection, config: dict) -> dict[tuple[str, str]
     """Count per (model, status): zero for every configured model and status, so a
     series exists before its first agent (rate() and absent() need that)."""
     counts = {(model, status): 0 for model in config["models"] for status in STATUSES}
-    for model, status, count in conn.execute(
-            "SELECT model, status, count(*) FROM agents GROUP BY model, status"):
-        counts[(model or "", status)] = count
+    for model, status, count in conn.execute(  # the running totals: no scan of the agents
+            "SELECT model, status, agents FROM agent_totals WHERE agents > 0"):
+        counts[(model, status)] = count
     return counts
 
 

@@ -62,18 +62,46 @@ CREATE TABLE agents (
     pending_micros   INTEGER NOT NULL DEFAULT 0,    -- estimates of calls still in flight after it ended
     estimated_charge_micros INTEGER NOT NULL DEFAULT 0  -- part of actual_micros charged at an estimate
 );
-CREATE INDEX agents_created ON agents (created_at);
-CREATE INDEX agents_status_created ON agents (status, created_at);
-CREATE INDEX agents_model_created ON agents (model, created_at);
-CREATE INDEX agents_team_created ON agents (team, created_at);
+-- The list's filter and sort columns; each also holds model and actual_micros, so a
+-- filtered list's meta (counts and cost by model) is read from the index alone.
+CREATE INDEX agents_created ON agents (created_at, model, actual_micros);
+CREATE INDEX agents_status_created ON agents (status, created_at, model, actual_micros);
+CREATE INDEX agents_model_created ON agents (model, created_at, actual_micros);
+CREATE INDEX agents_team_created ON agents (team, created_at, model, actual_micros);
 CREATE INDEX agents_completed ON agents (completed_at);
-CREATE INDEX agents_cost ON agents (actual_micros);
+CREATE INDEX agents_cost ON agents (actual_micros, model);
 CREATE INDEX agents_key_status ON agents (key_id, status);
 CREATE INDEX agents_erase ON agents (erase_after) WHERE erased_at IS NULL;
 CREATE INDEX agents_key_completed ON agents (key_id, completed_at);
--- Covering indexes for the list's totals (meta.by_model, total_cost) under common filters.
-CREATE INDEX agents_rollup ON agents (status, model, actual_micros);
-CREATE INDEX agents_model_cost ON agents (model, actual_micros);
+-- Running totals of agents by status and model (the list's meta and pagination total),
+-- kept by triggers in the transaction of every change to an agent row.
+CREATE TABLE agent_totals (
+    status        TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    agents        INTEGER NOT NULL,
+    actual_micros INTEGER NOT NULL,
+    PRIMARY KEY (status, model)
+) WITHOUT ROWID;
+CREATE TRIGGER agent_totals_insert AFTER INSERT ON agents BEGIN
+    INSERT INTO agent_totals (status, model, agents, actual_micros)
+    VALUES (new.status, new.model, 1, new.actual_micros)
+    ON CONFLICT (status, model) DO UPDATE SET agents = agents + 1,
+        actual_micros = actual_micros + excluded.actual_micros;
+END;
+CREATE TRIGGER agent_totals_update AFTER UPDATE OF status, model, actual_micros ON agents
+WHEN old.status IS NOT new.status OR old.model IS NOT new.model
+     OR old.actual_micros IS NOT new.actual_micros BEGIN
+    UPDATE agent_totals SET agents = agents - 1, actual_micros = actual_micros - old.actual_micros
+    WHERE status = old.status AND model = old.model;
+    INSERT INTO agent_totals (status, model, agents, actual_micros)
+    VALUES (new.status, new.model, 1, new.actual_micros)
+    ON CONFLICT (status, model) DO UPDATE SET agents = agents + 1,
+        actual_micros = actual_micros + excluded.actual_micros;
+END;
+CREATE TRIGGER agent_totals_delete AFTER DELETE ON agents BEGIN
+    UPDATE agent_totals SET agents = agents - 1, actual_micros = actual_micros - old.actual_micros
+    WHERE status = old.status AND model = old.model;
+END;
 
 -- Idempotency keys (Stripe semantics), scoped to the calling API key.
 CREATE TABLE idempotency_keys (

@@ -1,42 +1,43 @@
-"""Benchmark of the J1MSKY HTTP API against a bare Flask app, on 127.0.0.1.
+"""Benchmark of the J1MSKY read path against a bare Flask app, on 127.0.0.1.
 
-What it does, in one run (about two and a half minutes at the defaults on 2 cores, most
-of it growing the database to a million agents):
+What it does, in one run (about two minutes at the defaults on 2 cores, a third of it
+growing the database to a million agents):
 
-1. Makes a temporary instance folder (J1MSKY_INSTANCE) with a config.json like
-   the tests' (simulated providers with no delay, 4 agent workers, limits raised
-   so that the benchmark is not refused), runs ``j1msky init`` and ``j1msky keys
-   create`` (the installed console script), and seeds N finished agents straight
-   into SQLite (one transaction, then ANALYZE), with their running totals: the
-   agents' budget_day, and budget_days and usage_daily summed from them by SQL.
-2. Starts ``j1msky serve --threads 8`` and the bare app of scripts/bare_app.py
-   under the same gunicorn settings (1 worker, gthread, 8 threads, access log to
-   stdout); both servers' output goes to files in the instance folder.
-3. Measures, with keep-alive HTTP clients (http.client, one connection per
-   client thread, 4 client threads, the service and the bare app measured in
-   alternating 1 s rounds; list latencies from one sequential client):
-   - req/s of ``GET /api/agent/{id}`` (random seeded ids) against the bare route;
-   - p50/p99 latency and req/s of
-     ``GET /api/agents?filter={"status":"completed","model":"opus"}&sort=-created_at&limit=20``;
-   - p50/p99 of the first page and of a page ~90% deep (by cursor) of
-     ``GET /api/agents?sort=-created_at&limit=100``;
-   - agents/s completed through the simulated provider: M agents spawned with
-     ``POST /api/spawn`` (Idempotency-Key on each), timed until none is in flight;
-   - accepted spawns/s of ``POST /api/spawn`` (a unique Idempotency-Key each) against
-     the bare app's ``POST /spawn`` req/s, alternating rounds; after each spawn round
-     the runner finishes its agents before the next round starts (untimed);
-   - RSS of the serve worker process, idle after start and after the run.
-4. Stops the service, grows the database to --status-agents agents (same seeding and
-   totals), starts it again and measures the p50/p99 latency (one sequential client)
-   of ``GET /api/orchestrator/status`` and ``POST /api/orchestrator/recommend-model``
-   (coding, medium, normal, 2500 tokens), and checks that status's today_spend is the
-   sum over today's agents.
-5. Stops both servers (SIGTERM, then SIGKILL) and removes the folder, even on error.
+1. Makes a temporary instance folder (J1MSKY_INSTANCE) with a config.json like the
+   tests' (simulated providers with no delay, limits raised so that the benchmark is not
+   refused; everything else, the access log included, at its default), runs ``j1msky
+   init`` and ``j1msky keys create`` (the installed console script), and seeds N finished
+   agents straight into SQLite (one transaction, then ANALYZE), with their running
+   totals: the agents' budget_day, and budget_days, usage_daily and agent_totals summed
+   from them by SQL (agent_totals' triggers are dropped for the insert and put back).
+2. Starts ``j1msky serve --threads 8`` and the bare app of scripts/bare_app.py under
+   the same gunicorn settings (1 worker of serve's worker class, 8 threads, serve's
+   keep-alive, no access log); both servers' output goes to files in the instance folder.
+3. Measures with wrk (``-t2 -c16``, keep-alive; the targets in alternating rounds, so
+   that background load on the machine falls on all of them alike) the req/s of
+   - the bare app's ``GET /agent`` (an agent-shaped dict: the baseline);
+   - ``GET /api/agent/{id}`` with a valid key (seeded ids, in random order);
+   - the 401 path: the same requests without a key;
+   - ``GET /api/agents?filter={"status":"completed","model":"opus"}&sort=-created_at&limit=20``.
+4. Measures with one sequential keep-alive client (http.client) the p50/p99 latency of
+   filtered lists and of the first page and a page ~90% deep (by cursor) of
+   ``GET /api/agents?sort=-created_at&limit=100``, at N agents.
+5. Stops the service, grows the database to --big-agents agents (same seeding and
+   totals), starts it again and measures (sequential client) the p50/p99 of the first
+   unfiltered page of ``GET /api/agents`` (the default page of 20, and a page of 100),
+   checks its meta and pagination.total against sums over the agents table, and
+   measures ``GET /api/orchestrator/status`` and ``POST /api/orchestrator/recommend-model``
+   (coding, medium, normal, 2500 tokens), checking status's today_spend against the sum
+   over today's agents.
+6. Reads the serve worker's RSS, idle after start and after the whole run.
+7. Stops both servers (SIGTERM, then SIGKILL) and removes the folder, even on error.
 
-It prints figures and "target met"/"target MISSED"; it asserts nothing.
+Each target is printed on its own line, ending in "met" or "MISSED" (ratios against the
+bare app measured in the same run); it asserts nothing. Spawn latency and throughput are
+scripts/bench_spawn.py's.
 
     /path/to/venv/bin/python scripts/bench_api.py [--agents 100000] [--seconds 5]
-        [--spawn 2000] [--status-agents 1000000] [--json] [--keep]
+        [--big-agents 1000000] [--json] [--keep]
 """
 from __future__ import annotations
 
@@ -46,35 +47,53 @@ import datetime as dt
 import json
 import os
 import random
+import re
+import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
-import uuid
 import zoneinfo
 
 import harness
 from harness import Server, free_port, j1msky_command, setup_instance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CLIENT_THREADS = 4
 SERVER_THREADS = 8
+WRK_THREADS, WRK_CONNECTIONS = 2, 16
+ROUND_SECONDS = 1
 UTC = dt.timezone.utc
 
 TARGET_AGENT_RATIO = 0.5     # GET /agent/{id} req/s over the bare app's
-TARGET_LIST_P50_MS = 10.0    # filtered list p50
+TARGET_401_RATIO = 0.7       # the 401 path's req/s over the bare app's
+TARGET_LIST_P50_MS = 10.0    # filtered list p50 at --agents
 TARGET_DEEP_RATIO = 1.5      # deep page p50 over first page p50
-TARGET_RSS_MB = 80.0         # serve worker RSS
-TARGET_STATUS_P50_MS = 10.0  # GET /orchestrator/status p50 at --status-agents
+TARGET_FIRST_P50_MS = 15.0   # first unfiltered page p50 at --big-agents
+TARGET_STATUS_P50_MS = 10.0  # GET /orchestrator/status p50 at --big-agents
+TARGET_RSS_MB = 80.0         # serve worker RSS after the whole run
 
-LIST_FILTERED = "/api/agents?" + urllib.parse.urlencode({
-    "filter": json.dumps({"status": "completed", "model": "opus"}),
-    "sort": "-created_at", "limit": "20"})
+
+def list_path(where: dict, limit: int = 20) -> str:
+    return "/api/agents?" + urllib.parse.urlencode(
+        {"filter": json.dumps(where), "sort": "-created_at", "limit": str(limit)})
+
+
+def list_filters() -> dict[str, dict]:
+    """The filtered lists measured: the running totals answer the first two, the list's
+    indexes the others (the seeded agents span 60 days; a third of them are sonnet)."""
+    week_ago = (dt.datetime.now(UTC) - dt.timedelta(days=7)).strftime("%Y-%m-%d")
+    return {"status+model": {"status": "completed", "model": "opus"},
+            "status": {"status": "failed"},
+            "model, all time": {"model": "sonnet", "created_at": {"gte": "2000-01-01"}},
+            "team": {"team": "team_coding"},
+            "last week, cost": {"created_at": {"gte": week_ago}, "cost": {"gt": 0.01}}}
+
+
+LIST_FILTERED = list_path({"status": "completed", "model": "opus"})
 LIST_FIRST = "/api/agents?sort=-created_at&limit=100"
-IN_FLIGHT = "/api/agents?" + urllib.parse.urlencode({
-    "filter": json.dumps({"status": {"in": ["spawning", "running"]}}), "limit": "1"})
+LIST_DEFAULT = "/api/agents"
 
 
 # --------------------------------------------------------------------------- setup
@@ -159,6 +178,16 @@ ON CONFLICT (day, model, provider, key_id) DO UPDATE SET
     cost_micros = cost_micros + excluded.cost_micros"""
 
 
+# agent_totals (the list's running totals, kept by triggers on agents) summed by SQL for
+# the rows with id > ?, like the totals above: a trigger per inserted row would make
+# seeding a million agents a third slower.
+ADD_AGENT_TOTALS = """
+INSERT INTO agent_totals (status, model, agents, actual_micros)
+SELECT status, model, count(*), sum(actual_micros) FROM agents WHERE id > ? GROUP BY 1, 2
+ON CONFLICT (status, model) DO UPDATE SET agents = agents + excluded.agents,
+    actual_micros = actual_micros + excluded.actual_micros"""
+
+
 def seed(db_path: str, n: int, key_id: str, config: dict, taken: set[str],
          rng_seed: int = 42) -> list[str]:
     """Insert N agents and add them to the running totals in one transaction, ANALYZE;
@@ -176,6 +205,10 @@ def seed(db_path: str, n: int, key_id: str, config: dict, taken: set[str],
     try:
         conn.execute("PRAGMA cache_size = -262144")  # 256 MB: the indexes fit while seeding
         conn.execute("BEGIN IMMEDIATE")
+        triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                                " AND tbl_name = 'agents'").fetchall()
+        for name, _ in triggers:
+            conn.execute(f'DROP TRIGGER "{name}"')
         last_id = conn.execute("SELECT coalesce(max(id), 0) FROM agents").fetchone()[0]
         conn.executemany(
             "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority, timeout,"
@@ -185,6 +218,9 @@ def seed(db_path: str, n: int, key_id: str, config: dict, taken: set[str],
             rows())
         conn.execute(ADD_BUDGET_DAYS, (last_id,))
         conn.execute(ADD_USAGE_DAILY, (providers, last_id))
+        conn.execute(ADD_AGENT_TOTALS, (last_id,))
+        for _, sql in triggers:
+            conn.execute(sql)
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -226,73 +262,89 @@ def as_request(what) -> tuple[str, str, bytes | None, dict | None]:
     return ("GET", what, None, None) if isinstance(what, str) else what
 
 
-def run_load(port: int, headers: dict, next_path, seconds: float,
-             threads: int = CLIENT_THREADS) -> Load:
-    """`threads` keep-alive clients issuing next_path(rng) back to back for `seconds`
-    (a path to GET, or a request tuple: see as_request)."""
-    barrier = threading.Barrier(threads + 1)
-    results: list[tuple[list[float], collections.Counter]] = []
-    lock = threading.Lock()
-
-    def worker(n: int) -> None:
-        client, rng = Client(port, headers), random.Random(n)
-        latencies, statuses = [], collections.Counter()
-        try:
-            client.request(*as_request(next_path(rng)))  # connect before the clock starts
-        except OSError:
-            pass
-        barrier.wait()
-        deadline = time.perf_counter() + seconds
-        while True:
-            began = time.perf_counter()
-            if began >= deadline:
-                break
-            try:
-                status, _ = client.request(*as_request(next_path(rng)))
-            except OSError as exc:
-                status = type(exc).__name__
-            latencies.append(time.perf_counter() - began)
-            statuses[status] += 1
-        client.close()
-        with lock:
-            results.append((latencies, statuses))
-
-    pool = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    barrier.wait()
-    began = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    latencies = [x for lat, _ in results for x in lat]
-    statuses = sum((s for _, s in results), collections.Counter())
-    return Load(len(latencies), elapsed, latencies, statuses)
+WRK_SCRIPT = """-- GET the paths of %(file)s in turn (each wrk thread from the first)
+local paths = {}
+for line in io.lines("%(file)s") do paths[#paths + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, paths[n %% #paths + 1])
+end
+"""
+UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
-def merge(loads: list[Load]) -> Load:
-    return Load(sum(x.count for x in loads), sum(x.elapsed for x in loads),
-                [v for x in loads for v in x.latencies],
-                sum((x.statuses for x in loads), collections.Counter()))
+class WrkRun:
+    """Figures of wrk runs of one target: requests, seconds, non-2xx/3xx answers, socket
+    errors, and the rounds' latency percentiles (ms)."""
+
+    def __init__(self):
+        self.requests, self.seconds, self.non_2xx, self.socket_errors = 0, 0.0, 0, 0
+        self.p50s: list[float] = []
+        self.p99s: list[float] = []
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def add(self, output: str) -> None:
+        count, elapsed, unit = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output).groups()
+        self.requests += int(count)
+        self.seconds += float(elapsed) * UNIT_SECONDS[unit]
+        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        self.non_2xx += int(non_2xx.group(1)) if non_2xx else 0
+        errors = re.search(r"Socket errors: (.*)", output)
+        self.socket_errors += sum(map(int, re.findall(r"\d+", errors.group(1)))) if errors else 0
+        for percent, into in (("50", self.p50s), ("99", self.p99s)):
+            value, unit = re.search(rf"{percent}%\s+([\d.]+)(us|ms|s)", output).groups()
+            into.append(float(value) * UNIT_SECONDS[unit] * 1000)
+
+    def latency(self) -> str:
+        return (f"p50 {sorted(self.p50s)[len(self.p50s) // 2]:.1f} ms  "
+                f"p99 {max(self.p99s):.1f} ms")
 
 
-def interleaved(targets: dict, seconds: float, round_seconds: float = 1.0,
-                settle=None) -> dict[str, Load]:
-    """Each target for `seconds` in all, in alternating rounds, so that background load on
-    the machine falls on all of them alike; {name: Load}. Target: (port, headers, next_path).
-    settle(name), if given, runs after each round of a target, outside the timed part."""
-    rounds = max(1, round(seconds / round_seconds))
-    for name, (port, headers, next_path) in targets.items():  # warm-up
-        run_load(port, headers, next_path, min(1.0, seconds))
-        if settle:
-            settle(name)
-    runs = {name: [] for name in targets}
-    for _ in range(rounds):
-        for name, (port, headers, next_path) in targets.items():
-            runs[name].append(run_load(port, headers, next_path, seconds / rounds))
-            if settle:
-                settle(name)
-    return {name: merge(loads) for name, loads in runs.items()}
+def wrk_command() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("bench_api.py needs wrk: apt-get install wrk")
+    return found
+
+
+def run_wrk(url: str, seconds: int, script: str | None = None,
+            headers: dict | None = None) -> str:
+    command = [wrk_command(), f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s",
+               "--latency", *(["-s", script] if script else [])]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    result = subprocess.run([*command, url], capture_output=True, text=True,
+                            timeout=seconds + 30)
+    if result.returncode != 0 or "requests in" not in result.stdout:
+        raise RuntimeError(f"wrk failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def wrk_rounds(targets: dict[str, tuple], seconds: float) -> dict[str, WrkRun]:
+    """Each target (url, script, headers) for `seconds` in all, in alternating rounds of
+    ROUND_SECONDS after a warm-up round each; {name: WrkRun}."""
+    for url, script, headers in targets.values():
+        run_wrk(url, ROUND_SECONDS, script, headers)
+    runs = {name: WrkRun() for name in targets}
+    for _ in range(max(1, round(seconds / ROUND_SECONDS))):
+        for name, (url, script, headers) in targets.items():
+            runs[name].add(run_wrk(url, ROUND_SECONDS, script, headers))
+    return runs
+
+
+def write_paths_script(folder: str, name: str, paths: list[str]) -> str:
+    """A wrk script GETting `paths` in turn; returns its file name."""
+    paths_file = os.path.join(folder, f"{name}.txt")
+    with open(paths_file, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(paths) + "\n")
+    script = os.path.join(folder, f"{name}.lua")
+    with open(script, "w", encoding="utf-8") as fh:
+        fh.write(WRK_SCRIPT % {"file": paths_file})
+    return script
 
 
 def sequential(client: Client, paths, seconds: float, max_requests: int = 5000) -> list[Load]:
@@ -371,110 +423,6 @@ def measure_pages(client: Client, db_path: str, n_agents: int, seconds: float) -
     return {"depth": depth, "cursor_source": how, "first": first, "deep": deep_load}
 
 
-def measure_spawn(port: int, headers: dict, count: int, timeout: float = 150) -> dict:
-    """Spawn `count` agents from the client threads; time until none is in flight."""
-    models = ("k2p5", "sonnet", "opus")
-    statuses = collections.Counter()
-    latencies: list[float] = []
-    lock = threading.Lock()
-    since = iso(dt.datetime.now(UTC) - dt.timedelta(seconds=1))
-    done_spawning = threading.Event()
-
-    def spawner(n: int, how_many: int) -> None:
-        client = Client(port, {**headers, "Content-Type": "application/json"})
-        mine, lat = collections.Counter(), []
-        for i in range(how_many):
-            body = json.dumps({"model": models[(n + i) % 3],
-                               "task": f"Bench task {n}-{i}: write a haiku about SQLite"})
-            t = time.perf_counter()
-            try:
-                status, _ = client.request("POST", "/api/spawn", body.encode(),
-                                           {"Idempotency-Key": str(uuid.uuid4())})
-            except OSError as exc:
-                status = type(exc).__name__
-            lat.append(time.perf_counter() - t)
-            mine[status] += 1
-        client.close()
-        with lock:
-            statuses.update(mine)
-            latencies.extend(lat)
-
-    shares = [count // CLIENT_THREADS + (n < count % CLIENT_THREADS) for n in range(CLIENT_THREADS)]
-    pool = [threading.Thread(target=spawner, args=(n, k), daemon=True)
-            for n, k in enumerate(shares)]
-    began = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    poller = Client(port, headers)
-    spawn_elapsed = None
-    in_flight, polls = None, collections.Counter()
-    while time.perf_counter() - began < timeout:
-        if spawn_elapsed is None and not any(t.is_alive() for t in pool):
-            spawn_elapsed = time.perf_counter() - began
-            done_spawning.set()
-        status, body = poller.get_json(IN_FLIGHT)
-        polls[status] += 1
-        in_flight = body.get("pagination", {}).get("total") if status == 200 else None
-        if done_spawning.is_set() and in_flight == 0:
-            break
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - began
-    for thread in pool:
-        thread.join()
-    outcome = {}
-    for name in ("completed", "failed", "cancelled"):
-        path = "/api/agents?" + urllib.parse.urlencode(
-            {"filter": json.dumps({"status": name, "created_at": {"gte": since}}), "limit": "1"})
-        status, body = poller.get_json(path)
-        outcome[name] = body["pagination"]["total"] if status == 200 else None
-    poller.close()
-    return {"requested": count, "statuses": statuses, "poll_statuses": polls,
-            "spawn_seconds": spawn_elapsed, "seconds": elapsed, "still_in_flight": in_flight,
-            "timed_out": in_flight != 0, "outcome": outcome,
-            "spawn_latency": Load(len(latencies), spawn_elapsed or elapsed, latencies,
-                                  statuses)}
-
-
-def spawn_request(path: str):
-    """next_path for run_load: POST `path` with a small spawn body and a fresh
-    Idempotency-Key (sent to the bare app too, so the clients do the same work)."""
-    def next_request(rng):
-        body = json.dumps({"model": rng.choice(("k2p5", "sonnet", "opus")),
-                           "task": f"Bench task {rng.randrange(10**9)}: write a haiku about SQLite"})
-        return ("POST", path, body.encode(), {"Content-Type": "application/json",
-                                              "Idempotency-Key": str(uuid.uuid4())})
-    return next_request
-
-
-def wait_idle(client: Client, timeout: float = 120) -> float:
-    """Poll until no agent is waiting or running; return the seconds waited."""
-    began = time.perf_counter()
-    while time.perf_counter() - began < timeout:
-        status, body = client.get_json(IN_FLIGHT)
-        if status == 200 and body["pagination"]["total"] == 0:
-            break
-        time.sleep(0.05)
-    return time.perf_counter() - began
-
-
-def measure_spawn_rate(port: int, headers: dict, bare_port: int, seconds: float) -> dict:
-    """POST /api/spawn (unique Idempotency-Key each) against the bare app's POST /spawn, in
-    alternating rounds. After each spawn round the runner is left to finish the agents it
-    was given (untimed), so that their work does not fall on the next bare round."""
-    poller = Client(port, headers)
-    drained = []
-
-    def settle(name: str) -> None:
-        if name == "spawn":
-            drained.append(wait_idle(poller))
-
-    loads = interleaved({"bare": (bare_port, {}, spawn_request("/spawn")),
-                         "spawn": (port, headers, spawn_request("/api/spawn"))},
-                        seconds, settle=settle)
-    poller.close()
-    return {**loads, "drain_seconds": sum(drained)}
-
-
 STATUS = "/api/orchestrator/status"
 RECOMMEND = ("POST", "/api/orchestrator/recommend-model",
              json.dumps({"task_type": "coding", "complexity": "medium", "priority": "normal",
@@ -505,10 +453,33 @@ def check_totals(client: Client, db_path: str, config: dict) -> dict:
             "level": body["budget_alert_level"]}
 
 
+def check_meta(client: Client, db_path: str) -> tuple[dict, dict]:
+    """The first page's pagination.total and meta, beside the same sums over the agents."""
+    status, body = client.get_json(LIST_DEFAULT)
+    if status != 200:
+        raise RuntimeError(f"GET {LIST_DEFAULT} answered {status}: {str(body)[:300]}")
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        by_model = conn.execute("SELECT model, count(*), sum(actual_micros) FROM agents"
+                                " GROUP BY model ORDER BY model").fetchall()
+    finally:
+        conn.close()
+    expected = {"total": sum(r[1] for r in by_model), "by_model": {r[0]: r[1] for r in by_model},
+                "total_cost": round(sum(r[2] for r in by_model) / 1e6, 6)}
+    served = {"total": body["pagination"]["total"], "by_model": body["meta"]["by_model"],
+              "total_cost": body["meta"]["total_cost"]}
+    return served, expected
+
+
 # --------------------------------------------------------------------------- report
 
-def verdict(ok: bool) -> str:
-    return "target met" if ok else "target MISSED"
+def target(label: str, figure: str, goal: str, ok: bool) -> None:
+    """One target's line: what, the figure, the goal, then met or MISSED."""
+    print(f"TARGET  {label:<46} {figure:<36} ({goal})  {'met' if ok else 'MISSED'}", flush=True)
+
+
+def info(label: str, text: str) -> None:
+    print(f"        {label:<46} {text}", flush=True)
 
 
 def non_2xx(statuses: collections.Counter) -> dict:
@@ -516,29 +487,29 @@ def non_2xx(statuses: collections.Counter) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Benchmark the J1MSKY HTTP API (see the docstring).")
+    parser = argparse.ArgumentParser(description="Benchmark the J1MSKY read path (see the docstring).")
     parser.add_argument("--agents", type=int, default=100_000, help="agents seeded (default 100000)")
     parser.add_argument("--seconds", type=float, default=5.0,
-                        help="seconds per throughput measurement (default 5)")
-    parser.add_argument("--spawn", type=int, default=2000, help="agents spawned (default 2000)")
-    parser.add_argument("--status-agents", type=int, default=1_000_000,
-                        help="agents stored for the /orchestrator measurements: the database"
-                             " is grown to this many, then served again (default 1000000)")
+                        help="seconds per throughput target, in rounds of 1 s (default 5)")
+    parser.add_argument("--big-agents", type=int, default=1_000_000,
+                        help="agents stored for the first-page and /orchestrator measurements:"
+                             " the database is grown to this many, then served again"
+                             " (default 1000000)")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs)")
     args = parser.parse_args()
     if args.agents < 200:
         parser.error("--agents must be at least 200")
+    wrk_command()
 
     instance = tempfile.mkdtemp(prefix="j1msky-bench-")
     servers: list[Server] = []
-    summary: dict = {"agents": args.agents, "status_agents": args.status_agents,
-                     "seconds": args.seconds,
-                     "client_threads": CLIENT_THREADS, "server_threads": SERVER_THREADS}
-    print(f"J1MSKY bench_api  agents={args.agents}  status agents={args.status_agents}  "
-          f"seconds={args.seconds:g}  "
-          f"client threads={CLIENT_THREADS}  server threads={SERVER_THREADS}  "
-          f"cpus={os.cpu_count()}", flush=True)
+    summary: dict = {"agents": args.agents, "big_agents": args.big_agents,
+                     "seconds": args.seconds, "server_threads": SERVER_THREADS,
+                     "wrk": f"-t{WRK_THREADS} -c{WRK_CONNECTIONS}"}
+    print(f"J1MSKY bench_api  agents={args.agents}  big agents={args.big_agents}  "
+          f"seconds={args.seconds:g}  wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}  "
+          f"server threads={SERVER_THREADS}  cpus={os.cpu_count()}", flush=True)
     try:
         t = time.perf_counter()
         # The tests' config, limits high enough not to refuse the benchmark.
@@ -569,7 +540,7 @@ def main() -> int:
         bare.start("/agent")
         time.sleep(1.0)
         rss_idle, bare_rss_idle = serve.worker_rss_mb(), bare.worker_rss_mb()
-        print(f"setup       init+key {setup_s:.1f}s, seeded {args.agents} agents in {seed_s:.1f}s"
+        print(f"setup   init+key {setup_s:.1f}s, seeded {args.agents} agents in {seed_s:.1f}s"
               f" (db {db_mb:.0f} MB), serve ready in {ready_s:.1f}s", flush=True)
 
         probe = Client(port, auth)
@@ -577,179 +548,143 @@ def main() -> int:
         if status != 200:
             raise RuntimeError(f"GET /api/agent/{ids[0]} answered {status}: {body[:300]!r}")
         agent_bytes = len(body)
-        status, body = Client(bare_port).request("GET", "/agent")
-        bare_bytes = len(body)
+        status, body = Client(port).request("GET", f"/api/agent/{ids[0]}")
+        if status != 401:
+            raise RuntimeError(f"GET /api/agent/{ids[0]} without a key answered {status}")
+        bare_bytes = len(Client(bare_port).request("GET", "/agent")[1])
 
-        def agent_path(rng):
-            return f"/api/agent/{rng.choice(ids)}"
+        # Reads: wrk, alternating rounds.
+        script = write_paths_script(instance, "agents", [
+            f"/api/agent/{agent_id}" for agent_id in random.Random(7).sample(ids, min(len(ids), 5000))])
+        service = f"http://127.0.0.1:{port}"
+        runs = wrk_rounds({"bare": (f"http://127.0.0.1:{bare_port}/agent", None, None),
+                           "agent": (service, script, auth),
+                           "401": (service, script, None),
+                           "list": (service + LIST_FILTERED, None, auth)}, args.seconds)
+        bare_rps = runs["bare"].rps
+        ratio, ratio_401 = runs["agent"].rps / bare_rps, runs["401"].rps / bare_rps
+        info("bare app GET /agent (the baseline)",
+             f"{bare_rps:6.0f} req/s   {runs['bare'].latency()}   body {bare_bytes} B")
+        target("GET /api/agent/{id} vs bare",
+               f"{runs['agent'].rps:6.0f} req/s = {ratio:.2f}x", f">= {TARGET_AGENT_RATIO}x",
+               ratio >= TARGET_AGENT_RATIO)
+        info("", f"{runs['agent'].latency()}   body {agent_bytes} B")
+        target("401 path: GET /api/agent/{id}, no key, vs bare",
+               f"{runs['401'].rps:6.0f} req/s = {ratio_401:.2f}x", f">= {TARGET_401_RATIO}x",
+               ratio_401 >= TARGET_401_RATIO)
+        info("", runs["401"].latency())
+        info("filtered list (status+model) vs bare",
+             f"{runs['list'].rps:6.0f} req/s = {runs['list'].rps / bare_rps:.2f}x   "
+             f"{runs['list'].latency()}")
 
-        def bare_path(rng):
-            return "/agent"
-
-        def list_path(rng):
-            return LIST_FILTERED
-
-        loads = interleaved(
-            {"bare": (bare_port, {}, bare_path), "agent": (port, auth, agent_path),
-             "list": (port, auth, list_path)}, args.seconds)
-        bare_rps = loads["bare"].rps
-        ratio = loads["agent"].rps / bare_rps
-        print(f"GET /api/agent/{{id}}      {loads['agent'].rps:7.0f} req/s   bare "
-              f"{bare_rps:7.0f} req/s   ratio {ratio:.2f}  (target >= {TARGET_AGENT_RATIO})  "
-              f"{verdict(ratio >= TARGET_AGENT_RATIO)}", flush=True)
-        print(f"   latency under load      p50 {loads['agent'].pct_ms(.5):.1f} ms  p99 "
-              f"{loads['agent'].pct_ms(.99):.1f} ms   bare p50 {loads['bare'].pct_ms(.5):.1f} ms"
-              f"  p99 {loads['bare'].pct_ms(.99):.1f} ms   body {agent_bytes} B vs bare "
-              f"{bare_bytes} B", flush=True)
-
-        list_seq = sequential(probe, [LIST_FILTERED], args.seconds)[0]
-        p50 = list_seq.pct_ms(.5)
-        list_ratio = loads["list"].rps / bare_rps
-        print(f"GET /api/agents filtered  p50 {p50:.1f} ms  p99 {list_seq.pct_ms(.99):.1f} ms"
-              f"  ({list_seq.count} sequential)  (target p50 <= {TARGET_LIST_P50_MS:g} ms)  "
-              f"{verdict(p50 <= TARGET_LIST_P50_MS)}", flush=True)
-        print(f"   status=completed,model=opus,sort=-created_at,limit=20   "
-              f"{loads['list'].rps:.0f} req/s   ratio to bare {list_ratio:.2f}", flush=True)
-
+        # Lists at --agents: one sequential client.
+        filtered = {name: list_path(where) for name, where in list_filters().items()}
+        sequential(probe, list(filtered.values()), 0.5)  # warm-up
+        list_loads = dict(zip(filtered, sequential(probe, list(filtered.values()), args.seconds),
+                              strict=True))
+        for name, load in list_loads.items():
+            p50 = load.pct_ms(.5)
+            target(f"filtered list ({name}) @{args.agents}",
+                   f"p50 {p50:.1f} ms  p99 {load.pct_ms(.99):.1f} ms",
+                   f"p50 <= {TARGET_LIST_P50_MS:g} ms", p50 <= TARGET_LIST_P50_MS)
         pages = measure_pages(probe, db_path, args.agents, args.seconds)
         first, deep = pages["first"], pages["deep"]
         page_ratio = deep.pct_ms(.5) / first.pct_ms(.5)
-        print(f"GET /api/agents?sort=-created_at&limit=100   first page p50 "
-              f"{first.pct_ms(.5):.1f} ms  p99 {first.pct_ms(.99):.1f} ms", flush=True)
-        print(f"   cursor page at depth {pages['depth']} ({pages['cursor_source']})   p50 "
-              f"{deep.pct_ms(.5):.1f} ms  p99 {deep.pct_ms(.99):.1f} ms   ratio deep/first "
-              f"{page_ratio:.2f}  (target <= {TARGET_DEEP_RATIO})  "
-              f"{verdict(page_ratio <= TARGET_DEEP_RATIO)}", flush=True)
+        target(f"cursor page {pages['depth']} deep vs first (limit 100)",
+               f"p50 {deep.pct_ms(.5):.1f} vs {first.pct_ms(.5):.1f} ms = {page_ratio:.2f}x",
+               f"<= {TARGET_DEEP_RATIO}x", page_ratio <= TARGET_DEEP_RATIO)
+        info("", f"deep cursor {pages['cursor_source']}; p99 deep {deep.pct_ms(.99):.1f} ms,"
+                 f" first {first.pct_ms(.99):.1f} ms")
         probe.close()
 
-        spawn = measure_spawn(port, auth, args.spawn)
-        done = spawn["outcome"].get("completed") or 0
-        agents_s = done / spawn["seconds"] if spawn["seconds"] else 0.0
-        accepted = spawn["statuses"].get(202, 0)
-        spawn_rps = accepted / spawn["spawn_seconds"] if spawn["spawn_seconds"] else 0.0
-        print(f"POST /api/spawn x{args.spawn}   {accepted} accepted (202), {spawn_rps:.0f} spawn"
-              f"/s, spawn p50 {spawn['spawn_latency'].pct_ms(.5):.1f} ms  p99 "
-              f"{spawn['spawn_latency'].pct_ms(.99):.1f} ms", flush=True)
-        tail = " (TIMED OUT with %s in flight)" % spawn["still_in_flight"] \
-            if spawn["timed_out"] else ""
-        print(f"   agents completed        {agents_s:.0f} agents/s  ({done} completed, "
-              f"{spawn['outcome'].get('failed')} failed in {spawn['seconds']:.1f}s from first "
-              f"spawn){tail}", flush=True)
-
-        rate = measure_spawn_rate(port, auth, bare_port, args.seconds)
-        spawn_load, bare_post = rate["spawn"], rate["bare"]
-        accepted_rps = spawn_load.statuses.get(202, 0) / spawn_load.elapsed
-        spawn_ratio = accepted_rps / bare_post.rps
-        print(f"POST /api/spawn throughput {accepted_rps:6.0f} accepted/s   bare POST "
-              f"{bare_post.rps:7.0f} req/s   ratio {spawn_ratio:.2f}   ({spawn_load.count} "
-              f"requests, {spawn_load.statuses.get(202, 0)} accepted)", flush=True)
-        print(f"   latency under load      p50 {spawn_load.pct_ms(.5):.1f} ms  p99 "
-              f"{spawn_load.pct_ms(.99):.1f} ms   bare p50 {bare_post.pct_ms(.5):.1f} ms  p99 "
-              f"{bare_post.pct_ms(.99):.1f} ms   (runner drained {rate['drain_seconds']:.1f}s "
-              f"between rounds, untimed)", flush=True)
-
-        time.sleep(0.5)
-        rss_after, bare_rss_after = serve.worker_rss_mb(), bare.worker_rss_mb()
-        worst = max(x for x in (rss_idle, rss_after) if x is not None) if rss_after else None
-        print(f"RSS serve worker          idle {rss_idle or 0:.1f} MB   after run "
-              f"{rss_after or 0:.1f} MB  (target <= {TARGET_RSS_MB:g} MB)  "
-              f"{verdict(worst is not None and worst <= TARGET_RSS_MB)}   bare worker "
-              f"{bare_rss_idle or 0:.1f} / {bare_rss_after or 0:.1f} MB", flush=True)
-
-        # /orchestrator at --status-agents: grow the database with the service stopped.
-        stored = check_totals(probe, db_path, config)["stored_agents"]
-        probe.close()
+        # First page, meta and /orchestrator at --big-agents: grow with the service stopped.
+        stored = len(taken)
         grow_s = restart_s = 0.0
-        if args.status_agents > stored:
+        if args.big_agents > stored:
             serve.stop()
             t = time.perf_counter()
-            seed(db_path, args.status_agents - stored, key["key_id"], config, taken,
-                 rng_seed=43)
+            seed(db_path, args.big_agents - stored, key["key_id"], config, taken, rng_seed=43)
             grow_s = time.perf_counter() - t
             restart_s = serve.start("/api/health", auth)
         big = Client(port, auth)
-        sequential(big, [STATUS, RECOMMEND], 0.5)  # warm-up
-        status_seq, recommend_seq = sequential(big, [STATUS, RECOMMEND], 2 * args.seconds)
+        print(f"setup   grew to {len(taken)} agents in {grow_s:.1f}s (db "
+              f"{os.path.getsize(db_path) / 2**20:.0f} MB), serve ready again in "
+              f"{restart_s:.1f}s", flush=True)
+        big_paths = [LIST_DEFAULT, LIST_FIRST, LIST_FILTERED, STATUS, RECOMMEND]
+        sequential(big, big_paths, 0.5)  # warm-up
+        default_page, first_100, filtered_big, status_seq, recommend_seq = \
+            sequential(big, big_paths, 2 * args.seconds)
+        for label, load in ((f"first page GET /api/agents @{len(taken)}", default_page),
+                            (f"first page, limit=100 @{len(taken)}", first_100)):
+            p50 = load.pct_ms(.5)
+            target(label, f"p50 {p50:.1f} ms  p99 {load.pct_ms(.99):.1f} ms",
+                   f"p50 <= {TARGET_FIRST_P50_MS:g} ms", p50 <= TARGET_FIRST_P50_MS)
+        served_meta, counted_meta = check_meta(big, db_path)
+        target(f"first page meta and total exact @{len(taken)}", f"total {served_meta['total']},"
+               f" ${served_meta['total_cost']:.2f}", "= sums over the agents table",
+               served_meta == counted_meta)
+        info(f"filtered list (status+model) @{len(taken)}", f"p50 {filtered_big.pct_ms(.5):.1f} ms  "
+             f"p99 {filtered_big.pct_ms(.99):.1f} ms")
+        status_p50 = status_seq.pct_ms(.5)
+        target(f"GET /api/orchestrator/status @{len(taken)}",
+               f"p50 {status_p50:.1f} ms  p99 {status_seq.pct_ms(.99):.1f} ms",
+               f"p50 <= {TARGET_STATUS_P50_MS:g} ms", status_p50 <= TARGET_STATUS_P50_MS)
         _, choice = big.request(*RECOMMEND)
         choice = json.loads(choice)
         totals = check_totals(big, db_path, config)
         big.close()
-        status_p50 = status_seq.pct_ms(.5)
-        print(f"setup       grew to {totals['stored_agents']} agents in {grow_s:.1f}s (db "
-              f"{os.path.getsize(db_path) / 2**20:.0f} MB), serve ready again in "
-              f"{restart_s:.1f}s", flush=True)
-        print(f"GET /api/orchestrator/status  p50 {status_p50:.1f} ms  p99 "
-              f"{status_seq.pct_ms(.99):.1f} ms  ({status_seq.count} sequential, "
-              f"{totals['stored_agents']} agents)  (target p50 <= {TARGET_STATUS_P50_MS:g} ms)  "
-              f"{verdict(status_p50 <= TARGET_STATUS_P50_MS)}", flush=True)
-        print(f"POST /api/orchestrator/recommend-model  p50 {recommend_seq.pct_ms(.5):.1f} ms  "
-              f"p99 {recommend_seq.pct_ms(.99):.1f} ms  ({recommend_seq.count} sequential)   "
-              f"coding/medium/normal/2500 -> {choice.get('recommended_model')} "
-              f"${choice.get('estimated_cost')}", flush=True)
-        print(f"   status {totals['today']}: today_spend ${totals['today_spend']:.2f} "
-              f"(agents of the day sum to ${totals['agents_spend']:.2f}, "
-              f"{totals['today_agents']} agents), reserved ${totals['today_reserved']:.2f}, "
-              f"{totals['calls']} calls, month projected ${totals['projected']:.0f}, "
-              f"level {totals['level']}", flush=True)
+        info("POST /api/orchestrator/recommend-model",
+             f"p50 {recommend_seq.pct_ms(.5):.1f} ms  p99 {recommend_seq.pct_ms(.99):.1f} ms   "
+             f"coding/medium/normal/2500 -> {choice.get('recommended_model')} "
+             f"${choice.get('estimated_cost')}")
+        info("", f"status {totals['today']}: today_spend ${totals['today_spend']:.2f} (agents of"
+                 f" the day sum to ${totals['agents_spend']:.2f}, {totals['today_agents']}"
+                 f" agents), {totals['calls']} calls, level {totals['level']}")
 
-        errors = {name: non_2xx(load.statuses) for name, load in loads.items()}
-        errors["list sequential"] = non_2xx(list_seq.statuses)
-        errors["first page"] = non_2xx(first.statuses)
-        errors["deep page"] = non_2xx(deep.statuses)
-        errors["spawn"] = non_2xx(spawn["statuses"])
-        errors["spawn polling"] = non_2xx(spawn["poll_statuses"])
-        errors["spawn throughput"] = non_2xx(spawn_load.statuses)
-        errors["bare POST"] = non_2xx(bare_post.statuses)
-        errors["status"] = non_2xx(status_seq.statuses)
-        errors["recommend-model"] = non_2xx(recommend_seq.statuses)
-        errors = {k: v for k, v in errors.items() if v}
+        time.sleep(0.5)
+        rss_after, bare_rss_after = serve.worker_rss_mb(), bare.worker_rss_mb()
+        worst = max(x for x in (rss_idle, rss_after) if x is not None) if rss_after else None
+        target("RSS of the serve worker after the run", f"{rss_after or 0:.1f} MB"
+               f" (idle {rss_idle or 0:.1f} MB)", f"<= {TARGET_RSS_MB:g} MB",
+               worst is not None and worst <= TARGET_RSS_MB)
+        info("", f"bare worker {bare_rss_idle or 0:.1f} MB idle, {bare_rss_after or 0:.1f} MB"
+                 " after")
+
+        unexpected = {name: run.non_2xx for name, run in runs.items() if name != "401"}
+        unexpected["401 path: not 401"] = runs["401"].requests - runs["401"].non_2xx
+        unexpected["socket errors"] = sum(run.socket_errors for run in runs.values())
+        loads = {**{f"list {n}": load for n, load in list_loads.items()}, "first page": first,
+                 "deep page": deep, "big default page": default_page, "big page 100": first_100,
+                 "big filtered": filtered_big, "status": status_seq,
+                 "recommend-model": recommend_seq}
+        errors = {k: v for k, v in unexpected.items() if v}
+        errors.update({k: v for k, v in ((n, non_2xx(x.statuses)) for n, x in loads.items()) if v})
         problems = harness.log_problems(serve.log_path)
-        print(f"errors                    non-2xx responses: {errors or 'none'};  serve log: "
-              f"{problems or 'no tracebacks, no 4xx/5xx'}", flush=True)
+        info("errors", f"unexpected answers: {errors or 'none'};  serve log: "
+                       f"{problems or 'no tracebacks'}")
 
         summary.update({
             "seed_seconds": round(seed_s, 2), "db_mb": round(db_mb, 1),
-            "get_agent": {"rps": round(loads["agent"].rps, 1), "bare_rps": round(bare_rps, 1),
-                          "ratio": round(ratio, 3), "target": TARGET_AGENT_RATIO,
-                          "met": ratio >= TARGET_AGENT_RATIO},
-            "list_filtered": {"p50_ms": round(p50, 2), "p99_ms": round(list_seq.pct_ms(.99), 2),
-                              "rps": round(loads["list"].rps, 1),
-                              "ratio_to_bare": round(list_ratio, 3),
-                              "target_p50_ms": TARGET_LIST_P50_MS,
-                              "met": p50 <= TARGET_LIST_P50_MS},
-            "pagination": {"depth": pages["depth"], "cursor_source": pages["cursor_source"],
-                           "first_p50_ms": round(first.pct_ms(.5), 2),
-                           "first_p99_ms": round(first.pct_ms(.99), 2),
+            "bare_rps": round(bare_rps, 1),
+            "get_agent": {"rps": round(runs["agent"].rps, 1), "ratio": round(ratio, 3),
+                          "target": TARGET_AGENT_RATIO, "met": ratio >= TARGET_AGENT_RATIO},
+            "unauthorized": {"rps": round(runs["401"].rps, 1), "ratio": round(ratio_401, 3),
+                             "target": TARGET_401_RATIO, "met": ratio_401 >= TARGET_401_RATIO},
+            "list_filtered": {name: {"p50_ms": round(load.pct_ms(.5), 2),
+                                     "p99_ms": round(load.pct_ms(.99), 2),
+                                     "met": load.pct_ms(.5) <= TARGET_LIST_P50_MS}
+                              for name, load in list_loads.items()},
+            "pagination": {"depth": pages["depth"], "first_p50_ms": round(first.pct_ms(.5), 2),
                            "deep_p50_ms": round(deep.pct_ms(.5), 2),
-                           "deep_p99_ms": round(deep.pct_ms(.99), 2),
-                           "ratio": round(page_ratio, 3), "target": TARGET_DEEP_RATIO,
-                           "met": page_ratio <= TARGET_DEEP_RATIO},
-            "spawn": {"requested": args.spawn, "accepted": accepted,
-                      "spawn_per_s": round(spawn_rps, 1), "completed": done,
-                      "failed": spawn["outcome"].get("failed"),
-                      "seconds": round(spawn["seconds"], 2), "agents_per_s": round(agents_s, 1),
-                      "timed_out": spawn["timed_out"]},
-            "spawn_throughput": {"accepted_per_s": round(accepted_rps, 1),
-                                 "bare_post_rps": round(bare_post.rps, 1),
-                                 "ratio": round(spawn_ratio, 3), "requests": spawn_load.count,
-                                 "accepted": spawn_load.statuses.get(202, 0),
-                                 "p50_ms": round(spawn_load.pct_ms(.5), 2),
-                                 "p99_ms": round(spawn_load.pct_ms(.99), 2)},
-            "orchestrator": {"stored_agents": totals["stored_agents"],
-                             "grow_seconds": round(grow_s, 1),
-                             "status_p50_ms": round(status_p50, 2),
-                             "status_p99_ms": round(status_seq.pct_ms(.99), 2),
-                             "target_status_p50_ms": TARGET_STATUS_P50_MS,
-                             "met": status_p50 <= TARGET_STATUS_P50_MS,
-                             "recommend_p50_ms": round(recommend_seq.pct_ms(.5), 2),
-                             "recommend_p99_ms": round(recommend_seq.pct_ms(.99), 2),
-                             "recommended_model": choice.get("recommended_model"),
-                             "totals": totals},
+                           "ratio": round(page_ratio, 3), "met": page_ratio <= TARGET_DEEP_RATIO},
+            "big": {"agents": len(taken), "grow_seconds": round(grow_s, 1),
+                    "first_page_p50_ms": round(default_page.pct_ms(.5), 2),
+                    "first_page_100_p50_ms": round(first_100.pct_ms(.5), 2),
+                    "meta_exact": served_meta == counted_meta,
+                    "status_p50_ms": round(status_p50, 2), "totals": totals},
             "rss_mb": {"idle": rss_idle and round(rss_idle, 1),
                        "after": rss_after and round(rss_after, 1), "target": TARGET_RSS_MB,
-                       "met": worst is not None and worst <= TARGET_RSS_MB,
-                       "bare_idle": bare_rss_idle and round(bare_rss_idle, 1),
-                       "bare_after": bare_rss_after and round(bare_rss_after, 1)},
+                       "met": worst is not None and worst <= TARGET_RSS_MB},
             "errors": errors, "serve_log": problems,
         })
         if args.json:

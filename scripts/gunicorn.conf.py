@@ -15,7 +15,14 @@ import os
 
 from j1msky import instance_folder, start_background, stop_background
 from j1msky.config import load_file
-from j1msky.server import KEEPALIVE, LIMIT_REQUEST_LINE, WORKER_CLASS, tls_1_3_only
+from j1msky.server import (
+    ACCESS_LOG_FORMAT,
+    KEEPALIVE,
+    LIMIT_REQUEST_LINE,
+    LOGGER_CLASS,
+    WORKER_CLASS,
+    tls_1_3_only,
+)
 
 _server = load_file(os.path.join(instance_folder(), "config.json"))["server"]
 
@@ -42,10 +49,12 @@ timeout = 60
 # On SIGTERM the worker stops taking agents and waits agents.shutdown_grace_seconds
 # (default 10) for running ones; keep that below this, and systemd's TimeoutStopSec above.
 graceful_timeout = 30
-accesslog = "-"
+# A line per request only with config.json server.access_log (see j1msky/server.py).
+accesslog = "-" if _server["access_log"] else None
 errorlog = "-"
 loglevel = "info"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+logger_class = LOGGER_CLASS
+access_log_format = ACCESS_LOG_FORMAT
 # gunicornc's control socket can change the number of workers at run time (gunicorn >= 25.1).
 control_socket_disable = True
 

@@ -1,13 +1,20 @@
 """GET /api/agents: filters, operators, shorthands, sort, offset and cursor pages, meta."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
+import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
+from j1msky import db
+from j1msky.cli import cli
 from j1msky.db import connection_for, transaction
+from j1msky.services import clock
+from tests.helpers import wait_settled
 
 MODELS = ("k2p5", "sonnet", "opus")
 STATUSES = ("completed", "failed", "cancelled", "running", "spawning")
@@ -148,3 +155,108 @@ def test_limit_bounds_are_documented(client, admin, seeded):
         "limit must be between 1 and 100"
     assert len(ids(get(client, admin, limit=100))) == 60
     assert len(ids(get(client, admin, limit=1))) == 1
+
+
+# meta and pagination.total from the running totals (table agent_totals) -------------------
+
+# Filters the running totals answer (only status and model), and one they cannot.
+META_FILTERS = [
+    ({}, lambda a: True),
+    ({"status": "cancelled"}, lambda a: a["status"] == "cancelled"),
+    ({"model": "opus"}, lambda a: a["model"] == "opus"),
+    ({"filter": json.dumps({"status": {"in": ["completed", "failed"]}, "model": {"ne": "k2p5"}})},
+     lambda a: a["status"] in ("completed", "failed") and a["model"] != "k2p5"),
+    ({"filter": json.dumps({"model": {"starts_with": "s"}})}, lambda a: a["model"][0] == "s"),
+    ({"cost_gt": "0"}, lambda a: a["actual_micros"] > 0),
+]
+
+
+def stored_state(app) -> tuple[list[dict], list[tuple], list[tuple]]:
+    """(status, model, actual_micros) of every agent, the running totals, and a count of
+    the agents table by status and model, read on a connection of its own."""
+    conn = sqlite3.connect(app.config["DATABASE"])
+    conn.row_factory = sqlite3.Row
+    try:
+        stored = [dict(r) for r in conn.execute("SELECT status, model, actual_micros FROM agents"
+                                                 " ORDER BY id")]
+        totals = [tuple(r) for r in conn.execute(
+            "SELECT status, model, agents, actual_micros FROM agent_totals WHERE agents > 0"
+            " ORDER BY 1, 2")]
+        counted = [tuple(r) for r in conn.execute(
+            "SELECT status, model, count(*), sum(actual_micros) FROM agents GROUP BY 1, 2"
+            " ORDER BY 1, 2")]
+    finally:
+        conn.close()
+    return stored, totals, counted
+
+
+def assert_meta_agrees_with_the_rows(client, app, key) -> None:
+    """Every META_FILTERS list's meta and total equal the same sums over the stored rows,
+    and the running totals equal a count of the agents table. Agents still running change
+    the rows: the lists are compared once the rows were the same before and after them."""
+    for _ in range(100):
+        state = stored_state(app)
+        bodies = [get(client, key, **params).json for params, _ in META_FILTERS]
+        if stored_state(app) == state:
+            break
+    stored, totals, counted = state
+    assert totals == counted
+    for (params, predicate), body in zip(META_FILTERS, bodies, strict=True):
+        matching = [a for a in stored if predicate(a)]
+        by_model = {}
+        for a in matching:
+            by_model[a["model"]] = by_model.get(a["model"], 0) + 1
+        assert body["pagination"]["total"] == len(matching), params
+        assert body["meta"]["by_model"] == dict(sorted(by_model.items())), params
+        assert body["meta"]["total_cost"] == \
+            round(sum(a["actual_micros"] for a in matching) / 1e6, 6), params
+
+
+def test_meta_totals_agree_with_the_rows_through_spawns_charges_cancels_and_erasure(
+        upstream, client, app, admin, start_runner, cli_runner):
+    upstream.set("anthropic", latency=0.6, input_tokens=1000, output_tokens=2000)
+    spawned = [client.post("/api/spawn", headers=admin.headers,
+                           json={"model": model, "task": f"meta {i}", "privacy":
+                                 {"retention_days": 1} if i % 2 else {}}).json["agent_id"]
+               for i, model in enumerate(["k2p5", "sonnet", "opus", "k2p5", "opus"])]
+    assert_meta_agrees_with_the_rows(client, app, admin)              # all waiting
+    cancelled_waiting = spawned.pop()
+    client.delete(f"/api/agent/{cancelled_waiting}", headers=admin.headers)
+    start_runner()
+    deadline = time.monotonic() + 10
+    while not any(r["json"]["model"] == "claude-opus-4-6" for r in upstream.requests()):
+        assert time.monotonic() < deadline, "the opus call never reached the upstream"
+        time.sleep(0.01)
+    assert_meta_agrees_with_the_rows(client, app, admin)              # some running
+    cancel = client.delete(f"/api/agent/{spawned[2]}", headers=admin.headers).json
+    assert cancel["pending_charge"] > 0                               # its call still out
+    assert_meta_agrees_with_the_rows(client, app, admin)
+    wait_settled(app.config["DATABASE"])
+    late = client.get(f"/api/agent/{spawned[2]}", headers=admin.headers).json
+    assert late["status"] == "cancelled" and late["actual_cost"] > 0  # charged after its cancel
+    assert_meta_agrees_with_the_rows(client, app, admin)              # completed, late charge
+    assert client.delete(f"/api/agent/{spawned[0]}/data", headers=admin.headers).status_code == 200
+    later = clock.now() + dt.timedelta(days=2)
+    clock.set_clock(lambda: later)
+    assert "agent_data: 2" in cli_runner.invoke(cli, ["purge"]).output
+    assert_meta_agrees_with_the_rows(client, app, admin)              # erased and purged
+
+
+def test_meta_totals_count_agents_stored_before_the_upgrade(tmp_path):
+    """Migration 10 fills the running totals from the agents already stored."""
+    path = str(tmp_path / "j1msky.sqlite3")
+    conn = db.connect(path)
+    conn.executescript((Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text())
+    for version, sql in sorted(db.migrations().items()):
+        if version < 10:
+            conn.executescript(f"{sql}\nPRAGMA user_version = {version};")
+    conn.executescript(
+        "INSERT INTO agents (agent_id, model, status, priority, timeout, created_at,"
+        " actual_micros) VALUES ('subagent_1_1', 'opus', 'completed', 'normal', 300,"
+        " '2026-01-01T00:00:00.000000Z', 1500), ('subagent_1_2', 'opus', 'failed', 'normal',"
+        " 300, '2026-01-01T00:00:01.000000Z', 20);")
+    assert db.migrate(conn) == db.schema_version()
+    totals = conn.execute("SELECT status, model, agents, actual_micros FROM agent_totals"
+                          " ORDER BY status").fetchall()
+    assert [tuple(r) for r in totals] == [("completed", "opus", 1, 1500), ("failed", "opus", 1, 20)]
+    conn.close()

@@ -14,13 +14,14 @@ FIXTURE_KEY = "live_sk_v1fixturekeyv1fixturekeyv1fixture"
 
 
 def schema_of(path) -> dict:
-    """Every table's columns and every index's columns (comments and spacing aside)."""
+    """Every table's columns, every index's columns (comments and spacing aside) and every
+    trigger's text."""
     conn = sqlite3.connect(path)
     try:
-        objects = conn.execute("SELECT type, name FROM sqlite_master WHERE sql IS NOT NULL")
-        return {(kind, name): conn.execute(
+        objects = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL")
+        return {(kind, name): sql if kind == "trigger" else conn.execute(
             f"PRAGMA {'table_xinfo' if kind == 'table' else 'index_xinfo'}('{name}')").fetchall()
-            for kind, name in objects.fetchall()}
+            for kind, name, sql in objects.fetchall()}
     finally:
         conn.close()
 

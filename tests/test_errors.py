@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -74,6 +75,12 @@ def test_sane_request_id_is_echoed_and_a_bad_one_replaced(client, admin):
     response = client.get("/api/health", headers={**admin.headers,
                                                   "X-Request-Id": "bad id <script>"})
     assert response.headers["X-Request-Id"].startswith("req_")
+
+
+def test_new_request_ids_are_distinct_and_keep_their_shape(client):
+    ids = {client.get("/api/health").headers["X-Request-Id"] for _ in range(200)}
+    assert len(ids) == 200
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", rid) for rid in ids)
 
 
 def test_validation_error_carries_details(client, admin):

@@ -1,12 +1,15 @@
 """API rate limits (CONTRACT §4, §7): per key on named routes, per IP before authentication."""
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 import time
 
 import pytest
 from limits import parse_many
 
 from j1msky.config import ConfigError, validate_config
+from j1msky.ratelimit import CounterStorage
 from j1msky.services import keys as key_service
 from tests.helpers import configure
 
@@ -152,3 +155,40 @@ def test_team_and_batch_spawns_count_against_the_spawn_limit(client, app, admin)
     assert client.post("/api/spawn-batch", headers=admin.headers, json=batch).status_code == 202
     response = client.post("/api/spawn", headers=admin.headers, json={"model": "k2p5", "task": "x"})
     assert response.status_code == 429
+
+
+def test_concurrent_requests_each_count_once_and_start_no_threads(app, admin):
+    """Eight request threads at once: every hit is counted, none fails, and counting
+    starts no thread (limits' MemoryStorage started a timer thread as it went, and two
+    request threads could start the same one: a 500)."""
+    configure(app, rate_limits={"agents": "1000/hour"})
+    before = set(threading.enumerate())
+    started = set()
+
+    def list_agents(_):
+        client = app.test_client()
+        statuses = []
+        for _ in range(40):
+            statuses.append(client.get("/api/agents?limit=1", headers=admin.headers).status_code)
+            started.update(t.name for t in set(threading.enumerate()) - before
+                           if not t.name.startswith("request"))
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="request") as pool:
+        statuses = [s for batch in pool.map(list_agents, range(8)) for s in batch]
+    assert not started
+    assert statuses == [200] * 320
+    last = app.test_client().get("/api/agents?limit=1", headers=admin.headers)
+    assert last.headers["X-RateLimit-Remaining"] == str(1000 - 321)
+
+
+def test_a_counter_past_its_window_starts_again():
+    storage = CounterStorage()
+    storage.SWEEP_AT = 2
+    assert [storage.incr("a", 1), storage.incr("a", 1), storage.incr("b", 60)] == [1, 2, 1]
+    assert storage.get("a") == 2 and time.time() < storage.get_expiry("a") <= time.time() + 1
+    time.sleep(1.05)
+    assert storage.get("a") == 0 and storage.get("b") == 1
+    assert storage.incr("c", 60) == 1                     # the dict is full: ended windows go
+    assert set(storage.counters) == {"b", "c"}
+    assert storage.incr("a", 60, amount=3) == 3

@@ -166,8 +166,7 @@ def list_agents():
     conn = get_db()
     sql, params = query.page_sql("agents")
     rows = conn.execute(sql, params).fetchall()
-    by_model = conn.execute(f"SELECT model, count(*), sum(actual_micros) FROM agents"
-                            f"{query.where_sql} GROUP BY model", query.params).fetchall()
+    by_model = agents.totals_by_model(conn, query)
     total = sum(r[1] for r in by_model)
     page, pagination, links = build_page(rows, query, total=total, base_path=request.path,
                                          args=request.args)

@@ -12,10 +12,12 @@ from ..db import transaction
 from ..errors import APIError
 from . import agentdata, audit, budget, catalog, clock, events, keys, ledger, limits, privacy
 from .crypto import DataKey
+from .pagination import ListQuery
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 ACTIVE = ("spawning", "running")
 FINISHED = ("completed", "failed", "cancelled")
+TOTALS_COLUMNS = frozenset({"status", "model"})  # the columns agent_totals is kept by
 
 
 def dollars(micros: int | None) -> float:
@@ -304,6 +306,21 @@ def audit_finish(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
 def waiting(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT agent_id, priority FROM agents WHERE status = 'spawning'"
                         " ORDER BY id").fetchall()
+
+
+def totals_by_model(conn: sqlite3.Connection, query: ListQuery) -> list[tuple[str, int, int]]:
+    """(model, agents, actual micro-dollars) of the agents a list's filter matches, by
+    model: read from the running totals (table agent_totals, kept by triggers) when the
+    filter compares only status and model, else summed over the matching agents."""
+    if query.filter_columns <= TOTALS_COLUMNS:
+        sql = (f"SELECT model, sum(agents), sum(actual_micros) FROM agent_totals"
+               f"{query.where_sql} GROUP BY model HAVING sum(agents) > 0")
+    else:
+        # The filter's index holds model and actual_micros (schema.sql). "+model": group
+        # after the search, so SQLite picks the index by the filter, not by model order.
+        sql = (f"SELECT model, count(*), sum(actual_micros) FROM agents{query.where_sql}"
+               f" GROUP BY +model ORDER BY model")
+    return [tuple(row) for row in conn.execute(sql, query.params)]
 
 
 def to_api(stored: sqlite3.Row, data_key: DataKey) -> dict:

@@ -95,6 +95,7 @@ class ListQuery:
     fingerprint: str
     feed: bool = False
     id_column: str = "id"
+    filter_columns: frozenset[str] = frozenset()  # the columns where_sql compares
 
     @property
     def cursor_mode(self) -> bool:
@@ -176,6 +177,7 @@ def parse_list_args(args: Mapping[str, str], fields: dict[str, Field], *,
         order_sql=_order_sql(sort, id_column),
         limit=limit, offset=offset, sort=sort, cursor=cursor,
         fingerprint=fingerprint, feed=feed, id_column=id_column,
+        filter_columns=frozenset(sql.split(" ", 1)[0] for sql, _ in conditions),  # see _condition
     )
 
 
@@ -254,7 +256,8 @@ def _parse_filter(text: str, fields: dict[str, Field],
 
 
 def _condition(fld: Field, op: str, value: Any, where: str) -> tuple[str, list]:
-    """One whitelisted ``column op ?`` comparison and its parameters."""
+    """One whitelisted ``column op ?`` comparison and its parameters (the SQL always
+    starts with the column: ListQuery.filter_columns reads it there)."""
     col = fld.column
     if op not in OPERATORS:
         raise _fail(where, f"unknown operator '{op}' in {where}; "

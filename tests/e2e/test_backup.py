@@ -203,7 +203,7 @@ def test_gunicorn_conf_sets_what_serve_sets(monkeypatch, tmp_path):
     assert conf["workers"] == 1 and conf["preload_app"] is False
     assert conf["bind"] == captured["bind"] and conf["threads"] == captured["threads"]
     for name in ("worker_class", "keepalive", "limit_request_line", "timeout", "graceful_timeout",
-                 "accesslog", "errorlog", "loglevel", "access_log_format",
+                 "accesslog", "errorlog", "loglevel", "logger_class", "access_log_format",
                  "control_socket_disable"):
         assert conf[name] == captured[name], name
     assert conf["ssl_context"] is embedded.tls_1_3_only

@@ -98,3 +98,33 @@ def test_manual_block_stops_a_valid_key_until_the_cli_lifts_it(served):
     assert eventually(lambda: device.get(health, headers=owner, timeout=5).status_code == 200)
     again = server.cli("blocks", "remove", OTHER_DEVICE, check=False)
     assert again.returncode == 1 and again.stderr == f"Error: {OTHER_DEVICE} is not blocked\n"
+
+
+def test_the_read_path_counts_wrong_keys_and_limits_each_key(live_server_factory):
+    """GET /api/agent/{id}, the hot read path, on a real server: no key is a 401 that is
+    not counted, wrong keys are counted until the address is blocked, and a valid key
+    from that address still passes and is held to its own per-key limit."""
+    server = live_server_factory(config_for_tests(
+        security={"auth_failures_to_block": 3, "auto_block_hours": 1},
+        rate_limits={"agent": "4/hour", "per_ip": "100/minute"}))
+    owner = {"Authorization": f"Bearer {server.create_key('agents:read')['key']}"}
+    server.start()
+    device, path = session_from(OTHER_DEVICE), server.url + "/api/agent/subagent_1_1"
+
+    no_key = [device.get(path, timeout=5) for _ in range(5)]
+    assert {(r.status_code, message(r)) for r in no_key} == {(401, "Missing API key: send"
+                                                                " 'Authorization: Bearer <key>'")}
+    assert [r.headers["X-RateLimit-Remaining"] for r in no_key] == ["99", "98", "97", "96", "95"]
+    wrong = [device.get(path, headers=BAD_KEY, timeout=5) for _ in range(3)]
+    assert [message(r) for r in wrong] == ["Invalid API key"] * 3
+    refused = device.get(path, headers=BAD_KEY, timeout=5)
+    assert refused.status_code == 401 and message(refused) == AUTO_BLOCKED_MESSAGE
+    assert refused.json()["error"]["your_ip"] == OTHER_DEVICE
+
+    answers = [device.get(path, headers=owner, timeout=5) for _ in range(5)]
+    assert [r.status_code for r in answers] == [404, 404, 404, 404, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in answers] == ["3", "2", "1", "0", "0"]
+    assert {r.headers["X-RateLimit-Limit"] for r in answers} == {"4"}
+    assert int(answers[-1].headers["Retry-After"]) == answers[-1].json()["error"]["retry_after"]
+    assert requests.get(path, headers=owner, timeout=5).status_code == 429  # per key, not per IP
+    assert server.stop() == 0

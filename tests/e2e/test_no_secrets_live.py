@@ -14,7 +14,8 @@ VERBOSE = {"enabled": True, "log_level": "verbose", "include_request_body": True
 
 def test_no_secret_in_logs_or_audit(live_server_factory):
     server = live_server_factory(config_for_tests(
-        audit=VERBOSE, webhooks={"allowed_networks": ["127.0.0.0/8"]}))
+        audit=VERBOSE, webhooks={"allowed_networks": ["127.0.0.0/8"]},
+        server={"access_log": True}))  # the access lines too
     admin = server.create_key("agents:read", "agents:write", "admin:write", "billing:read")
     server.start()
     auth = {"Authorization": f"Bearer {admin['key']}"}

@@ -32,6 +32,7 @@ def stream_config(**streams) -> dict:
         rate_limits={"spawn": UNLIMITED, "agent": UNLIMITED, "agents": UNLIMITED,
                      "per_ip": "1000000/minute"},
         budget={"daily": 1000000, "monthly_ceiling": 30000000},
+        server={"access_log": True},  # test_wait_for_completion... counts the requests served
         streams={"max_seconds": 300, "heartbeat_seconds": 0.2, "retry_seconds": 0.1, **streams})
 
 
