@@ -23,10 +23,8 @@ def create_key():
     """Create a key; the key and api_secret are shown only in this response."""
     req = KeyCreateRequest().load(json_body())
     with transaction(get_db()) as conn:
-        created = keys.create_key(
-            conn, env=current_config()["environment"], name=req["name"], scopes=req["scopes"],
-            master=master(), signing=req["signing"], require_signature=req["require_signature"],
-            max_concurrent=req["max_concurrent_agents"], expires_in_days=req["expires_in_days"])
+        created = keys.create_from_request(conn, env=current_config()["environment"],
+                                           master=master(), req=req)
     return {"success": True, **created}, 201
 
 

@@ -47,10 +47,8 @@ def create():
     except ValidationError as exc:
         return listing(field_errors(exc), 400)
     with transaction(get_db()) as conn:
-        created = keys.create_key(
-            conn, env=current_config()["environment"], name=req["name"], scopes=req["scopes"],
-            master=master(), signing=req["signing"], require_signature=req["require_signature"],
-            max_concurrent=req["max_concurrent_agents"], expires_in_days=req["expires_in_days"])
+        created = keys.create_from_request(conn, env=current_config()["environment"],
+                                           master=master(), req=req)
     return render_template("key_shown.html", created=created, rotated=False)
 
 

@@ -63,6 +63,15 @@ def create_key(conn: sqlite3.Connection, *, env: str, name: str, scopes: list[st
             "api_secret": signing_secret(master, salt) if salt else None}
 
 
+def create_from_request(conn: sqlite3.Connection, *, env: str, master: bytes,
+                        req: dict) -> dict:
+    """create_key for a loaded KeyCreateRequest (the API's and the console's form)."""
+    return create_key(conn, env=env, name=req["name"], scopes=req["scopes"], master=master,
+                      signing=req["signing"], require_signature=req["require_signature"],
+                      max_concurrent=req["max_concurrent_agents"],
+                      expires_in_days=req["expires_in_days"])
+
+
 def get_key(conn: sqlite3.Connection, key_id: str) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     if row is None:

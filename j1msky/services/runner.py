@@ -188,9 +188,9 @@ def open_call(conn, config: dict, call: Call, model: str, route: catalog.Route
 
     The record commits as durably as an answered write: a call the provider may bill
     must still be in flight after a power cut, to be charged at the next start."""
-    provider = route.provider_name
+    provider, app = route.provider_name, current_app._get_current_object()
     if route.simulated:
-        return partial(settle, current_app._get_current_object(), None, call, model, provider)
+        return partial(settle, app, None, call, model, provider)
     hourly = config["providers"][provider]["hourly"]
     with transaction(conn, sync=power_cut_safe(config)):
         if not limits.try_count_call(conn, provider, hourly):
@@ -201,7 +201,7 @@ def open_call(conn, config: dict, call: Call, model: str, route: catalog.Route
         call_id = ledger.open_call(conn, agent_id=call.agent_id, step=call.step, model=model,
                                    provider=provider, estimate=estimate)
     metrics.provider_call(provider)
-    return partial(settle, current_app._get_current_object(), call_id, call, model, provider)
+    return partial(settle, app, call_id, call, model, provider)
 
 
 def settle(app: Flask, call_id: int | None, call: Call, model: str, provider: str,
