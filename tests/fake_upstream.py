@@ -14,6 +14,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a script (for benchmarks): make `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -165,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         """Dispatch to the protocol named by the path."""
         upstream: FakeUpstream = self.server.owner  # type: ignore[attr-defined]
-        path = self.path.split("?", 1)[0]
+        path = urlsplit(self.path).path  # origin form, or absolute form through a proxy
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         protocol = PATHS.get(path)
         if protocol is None:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from j1msky.services import providers
+from j1msky.services import outbound, providers
 from j1msky.services.providers import (
     CircuitBreaker,
     Completion,
@@ -93,6 +93,21 @@ def test_openai_happy_path(fake_upstream):
     assert req["headers"]["authorization"] == f"Bearer {KEY}"
     assert req["json"]["messages"] == [{"role": "system", "content": "be terse"},
                                        {"role": "user", "content": "write a haiku"}]
+
+
+def test_calls_go_through_the_proxy_of_the_environment(fake_upstream, monkeypatch):
+    """HTTP(S)_PROXY and NO_PROXY are honoured as a requests Session would: the fake
+    upstream stands in for the proxy of a provider whose name does not resolve here."""
+    monkeypatch.setenv("HTTP_PROXY", fake_upstream.url)
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    outbound.environ_proxies.cache_clear()
+    try:
+        provider = {**anthropic_cfg(fake_upstream), "base_url": "http://api.provider.invalid"}
+        assert call(provider).text == "fake reply: write a haiku"
+    finally:
+        outbound.environ_proxies.cache_clear()
+    (req,) = fake_upstream.requests("anthropic")
+    assert req["headers"]["host"] == "api.provider.invalid"
 
 
 def test_retry_after_429_then_success(fake_upstream):

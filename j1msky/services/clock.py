@@ -27,7 +27,8 @@ def set_clock(fn: Callable[[], dt.datetime] | None) -> None:
 
 def iso(moment: dt.datetime) -> str:
     """Storage form: fixed width, so string order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"  # strftime costs 5x as much
 
 
 def iso_out(stored: str | None) -> str | None:

@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from . import outbound
 from .pool import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
                   requests.exceptions.ChunkedEncodingError)
 
 _pool = DaemonPool(32, name="provider-http")
-_local = threading.local()
 
 
 @dataclass
@@ -285,11 +285,13 @@ def _was_sent(error: requests.RequestException | None) -> bool:
 
 
 def _post(url: str, headers: dict, body: dict, timeout: tuple[float, float]) -> requests.Response:
-    """POST with this thread's own Session (Sessions are not thread-safe)."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-    return session.post(url, json=body, headers=headers, timeout=timeout)
+    """POST through this thread's adapter, with the proxy and CA a Session would use, and
+    read the answer to its end (a broken one raises here). Redirects are not followed."""
+    request = requests.Request("POST", url, headers=headers, json=body).prepare()
+    response = outbound.adapter().send(request, timeout=timeout, verify=outbound.ca_bundle(),
+                                       proxies=outbound.environ_proxies(url))
+    response.content  # noqa: B018 - read here, where network errors are caught
+    return response
 
 
 def _parse(kind: str, response: requests.Response) -> Completion | None:

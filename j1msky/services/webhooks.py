@@ -19,7 +19,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import queue
 import random
 import secrets
@@ -37,7 +36,7 @@ from .. import metrics
 from ..config import current as current_config
 from ..db import after_commit, get_db, transaction
 from ..errors import APIError
-from . import clock, crypto
+from . import clock, crypto, outbound
 from .pool import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,6 @@ SECRET_PURPOSE = "webhook-secrets"
 TEST_EVENT = "webhook.test"
 wake = threading.Event()  # an event committed or an attempt ended: a pass now, not at the poll
 
-
-_local = threading.local()
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> its addresses
 
 
@@ -66,19 +63,6 @@ class PinnedAdapter(HTTPAdapter):
             name = urlsplit("//" + request.headers["Host"]).hostname
             pool_kwargs.update(server_hostname=name, assert_hostname=name)
         return host_params, pool_kwargs
-
-
-def adapter() -> PinnedAdapter:
-    """This sending thread's adapter: connections to a receiver are kept alive."""
-    if not hasattr(_local, "adapter"):
-        _local.adapter = PinnedAdapter()
-    return _local.adapter
-
-
-def ca_bundle() -> str | bool:
-    """What requests would verify https against: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE,
-    else its own CA bundle."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 class Refused(Exception):
@@ -394,13 +378,12 @@ def post(url: str, secret: str, msg_id: str, body: str, config: dict,
                "user-agent": "j1msky-webhooks/4.0",
                "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                "webhook-signature": signature(secret, msg_id, timestamp, body)}
-    # The adapter, not a Session: a Session would merge proxies and settings from the
-    # environment on every call (half the CPU of a delivery), and a proxy would not be the
-    # address checked. Redirects are not followed: the adapter never does.
+    # No proxy: a proxy would not be the address checked. Redirects are not followed:
+    # the adapter never does.
     request = requests.Request("POST", target, headers=headers, data=body.encode()).prepare()
     try:
-        response = adapter().send(request, timeout=config["webhooks"]["timeout_seconds"],
-                                  verify=ca_bundle())
+        response = outbound.adapter(PinnedAdapter).send(
+            request, timeout=config["webhooks"]["timeout_seconds"], verify=outbound.ca_bundle())
         response.content  # noqa: B018 - read to the end: the connection goes back to its pool
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {str(exc)[:200]}"
