@@ -5,6 +5,8 @@ import sqlite3
 
 import pytest
 
+from j1msky.db import get_db
+from j1msky.services import agents as agents_service
 from tests.helpers import agent_count, wait_for
 
 
@@ -206,3 +208,20 @@ def test_unavailable_model_without_simulation_is_503_naming_the_variable(client,
     assert agent_count(app) == 0
     health = client.get("/api/health", headers=admin.headers).json
     assert health["status"] == "unhealthy" and health["models_configured"] == 0
+
+
+def test_an_agent_id_drawn_twice_is_drawn_again_and_audited_under_the_new_one(
+        client, app, admin, monkeypatch):
+    first = client.post("/api/spawn", json={"task": "one"}, headers=admin.headers).get_json()
+    drawn = iter([first["agent_id"], "subagent_1_000001"])
+    monkeypatch.setattr(agents_service, "new_agent_id", lambda: next(drawn))
+    second = client.post("/api/spawn", json={"task": "two"}, headers=admin.headers)
+    assert second.status_code == 202
+    assert second.get_json()["agent_id"] == "subagent_1_000001"
+    with app.app_context():
+        audited = [r[0] for r in get_db().execute(
+            "SELECT resource_id FROM audit_log WHERE event = 'agent.spawn' ORDER BY id")]
+        reserved = get_db().execute("SELECT reserved_micros FROM budget_days").fetchone()[0]
+    assert audited == [first["agent_id"], "subagent_1_000001"]
+    assert reserved == round((first["estimated_cost"] + second.get_json()["estimated_cost"])
+                             * 1_000_000)

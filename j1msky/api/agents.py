@@ -10,9 +10,9 @@ from ..config import current as current_config
 from ..db import after_commit, checkpoint, get_db, transaction
 from ..errors import APIError
 from ..schemas import SpawnBatchRequest, SpawnRequest
-from ..services import agentdata, agents, budget, catalog, clock, privacy, routing
+from ..services import agentdata, agents, audit, budget, catalog, clock, privacy, routing
 from ..services.pagination import Field, build_page, parse_list_args
-from .audit import record_request
+from .audit import request_entry
 from .common import data_key, json_body
 
 bp = Blueprint("agents", __name__)
@@ -67,19 +67,34 @@ def prepare(config: dict, req: dict) -> dict:
     return req
 
 
-def admit(conn, config: dict, req: dict):
-    row = agents.insert(conn, config, g.key, req, data_key())
-    options = agents.options_of(row)
-    details = {"model": row["model"], "team": row["team"],
-               "estimated_cost": agents.dollars(row["estimated_micros"])}
-    if not row["encrypted"]:
-        details["task_preview"] = privacy.preview(req["task"]) if options.get(
-            "mask_pii_in_logs") else req["task"][:80]
-    record_request("agent.spawn", conn=conn, config=config, details=details,
-                   resource={"type": "agent", "id": row["agent_id"]},
-                   mask_pii=bool(options.get("mask_pii_in_logs")))
-    submit_after_commit(conn, row)
-    return row
+def admit(config: dict, reqs: list[dict]) -> list:
+    """Admit agents in one transaction, audited. Their rows and audit entries are made
+    before it, so the write lock is held for the checks and the INSERTs alone."""
+    planned = []
+    for req in reqs:
+        agent = agents.admission(config, g.key["id"], req, data_key())
+        planned.append((agent, spawn_entry(config, agent, req)))
+    rows = []
+    with transaction(get_db()) as conn:
+        for agent, entry in planned:
+            row = agents.insert(conn, config, g.key, agent)
+            if entry is not None:
+                entry["resource_id"] = row["agent_id"]  # drawn again on a clash
+            audit.insert(conn, entry)
+            submit_after_commit(conn, row)
+            rows.append(row)
+    return rows
+
+
+def spawn_entry(config: dict, agent: dict, req: dict) -> dict | None:
+    """The agent.spawn audit entry: never a sealed task, masked on request."""
+    mask_pii = bool((req.get("privacy") or {}).get("mask_pii_in_logs"))
+    details = {"model": agent["model"], "team": agent["team"],
+               "estimated_cost": agents.dollars(agent["estimated_micros"])}
+    if not agent["encrypted"]:
+        details["task_preview"] = privacy.preview(req["task"]) if mask_pii else req["task"][:80]
+    return request_entry("agent.spawn", config, details=details, mask_pii=mask_pii,
+                         resource={"type": "agent", "id": agent["agent_id"]})
 
 
 def spawned(row) -> dict:
@@ -93,8 +108,7 @@ def spawned(row) -> dict:
 def spawn_one():
     config = current_config()
     req = prepare(config, spawn_schema(config).load(json_body()))
-    with transaction(get_db()) as conn:
-        row = admit(conn, config, req)
+    (row,) = admit(config, [req])
     return spawned(row), 202, {"Location": f"/api/agent/{row['agent_id']}"}
 
 
@@ -121,8 +135,7 @@ def spawn_batch():
             errors[str(index)] = exc.messages
     if errors:
         raise ValidationError({"agents": errors})
-    with transaction(get_db()) as conn:
-        rows = [admit(conn, config, req) for req in requests]
+    rows = admit(config, requests)
     return {"success": True, "count": len(rows), "agents": [spawned(r) for r in rows]}, 202
 
 

@@ -72,17 +72,21 @@ class AuditOptionsRequest(Schema):
         return data
 
 
-def record_request(event: str, *, severity: str = "info", resource: dict | None = None,
-                   details: dict | None = None, request_body: Any = None,
-                   response_body: Any = None, mask_pii: bool = False,
-                   config: dict | None = None, conn=None) -> int | None:
-    """services.audit.record for the current request: key, IP, user agent and request id
-    filled in; the request body too when the settings include bodies and none is given.
-
-    Writes on ``conn`` (default: this thread's connection, joining its open transaction)
-    with ``config`` (default: the config in force). Returns the entry id or None.
-    """
+def record_request(event: str, *, config: dict | None = None, conn=None,
+                   **fields) -> int | None:
+    """services.audit.record for the current request (see request_entry). Writes on
+    ``conn`` (default: this thread's connection, joining its open transaction) with
+    ``config`` (default: the config in force). Returns the entry id or None."""
     config = config or current_config()
+    return audit.insert(conn or get_db(), request_entry(event, config, **fields))
+
+
+def request_entry(event: str, config: dict, *, severity: str = "info",
+                  resource: dict | None = None, details: dict | None = None,
+                  request_body: Any = None, response_body: Any = None,
+                  mask_pii: bool = False) -> dict | None:
+    """services.audit.entry for the current request: key, IP, user agent and request id
+    filled in; the request body too when the settings include bodies and none is given."""
     if not audit.wanted(config, event, severity):
         return None
     key = g.get("key") if has_request_context() else None
@@ -93,10 +97,10 @@ def record_request(event: str, *, severity: str = "info", resource: dict | None 
                   "user_agent": request.headers.get("User-Agent")}
     else:
         caller = {}
-    return audit.record(conn or get_db(), config, event, severity=severity,
-                        api_key_id=key["id"] if key is not None else None, resource=resource,
-                        details=details, request_body=request_body,
-                        response_body=response_body, mask_pii=mask_pii, **caller)
+    return audit.entry(config, event, severity=severity,
+                       api_key_id=key["id"] if key is not None else None, resource=resource,
+                       details=details, request_body=request_body,
+                       response_body=response_body, mask_pii=mask_pii, **caller)
 
 
 @bp.post("/security/audit")

@@ -6,7 +6,6 @@ from flask import Blueprint
 from .. import ratelimit
 from ..auth import require_scope
 from ..config import current as current_config
-from ..db import get_db, transaction
 from ..schemas import TeamSpawnRequest
 from ..services import agents, catalog
 from .agents import admit, spawned
@@ -31,8 +30,7 @@ def spawn_team():
     config = current_config()
     req = TeamSpawnRequest(config).load(json_body())
     steps = servable_steps(config, req["team"])
-    with transaction(get_db()) as conn:
-        row = admit(conn, config, req)
+    (row,) = admit(config, [req])
     body = {**spawned(row), "team": req["team"],
             "models": [catalog.upstream_name(config, s["model"]) for s in steps]}
     return body, 202, {"Location": f"/api/agent/{row['agent_id']}"}

@@ -12,7 +12,7 @@ from ..api.agents import AGENT_FIELDS, SHORTHANDS, admit, cancel_agent, erase_ag
 from ..api.common import data_key
 from ..api.teams import servable_steps
 from ..config import current as current_config
-from ..db import get_db, transaction
+from ..db import get_db
 from ..errors import APIError
 from ..schemas import PRIORITIES, RecommendRequest, SpawnRequest, TeamSpawnRequest
 from ..services import agentdata, agents, routing
@@ -79,8 +79,7 @@ def spawn_body(form, model: str | None = None) -> dict:
 
 
 def admit_and_show(config: dict, req: dict):
-    with transaction(get_db()) as conn:
-        row = admit(conn, config, req)
+    (row,) = admit(config, [req])
     flash(f"Spawned {row['agent_id']}.")
     return redirect(url_for(".detail", agent_id=row["agent_id"]))
 

@@ -79,38 +79,52 @@ def check_provider_capacity(conn: sqlite3.Connection, config: dict, steps: list[
                                 " fallbacks", retry_after=limits.seconds_to_window_end())
 
 
-def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row, req: dict,
-           data_key: DataKey) -> sqlite3.Row:
-    """Admit one agent (caller holds a write transaction): checks, reservation, row."""
-    check_not_suspended(conn, key["id"])
+def admission(config: dict, key_id: str, req: dict, data_key: DataKey) -> dict:
+    """The row of an agent to admit, worked out before the write lock is taken: every
+    column but budget_day, which the reservation decides."""
     steps = step_plan(config, req.get("model"), req.get("team"))
-    model = req.get("model") or steps[0]["model"]
-    check_concurrency(conn, config, key)
-    check_provider_capacity(conn, config, steps)
-    estimate = estimate_micros(config, steps, req["task"])
-    day = budget.reserve(conn, config, estimate)
-    team_steps = json.dumps([{"model": s["model"], "status": "pending", "output": None,
-                              "cost": 0.0} for s in steps]) if req.get("team") else None
     options = req.get("privacy") or {}
     encrypted = bool(options.get("encrypt_output"))
-    pii = json.dumps(privacy.detect(req["task"])) if options.get("detect_pii") else None
-    task = agentdata.seal_if(encrypted, data_key, req["task"])
-    for _ in range(20):
-        agent_id = new_agent_id()
+    return {
+        "agent_id": new_agent_id(), "key_id": key_id,
+        "model": req.get("model") or steps[0]["model"], "team": req.get("team"),
+        "status": "spawning", "task": agentdata.seal_if(encrypted, data_key, req["task"]),
+        "priority": req["priority"], "timeout": req["timeout"], "created_at": clock.now_iso(),
+        "estimated_micros": estimate_micros(config, steps, req["task"]),
+        "steps": json.dumps([{"model": s["model"], "status": "pending", "output": None,
+                              "cost": 0.0} for s in steps]) if req.get("team") else None,
+        "privacy": json.dumps(options) if options else None,
+        "pii_detected": json.dumps(privacy.detect(req["task"]))
+        if options.get("detect_pii") else None,
+        "encrypted": int(encrypted), "erase_after": agentdata.erase_after(config, options)}
+
+
+INSERT_AGENT = (
+    "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority, timeout,"
+    " created_at, estimated_micros, steps, privacy, pii_detected, encrypted, erase_after,"
+    " budget_day) VALUES (:agent_id, :key_id, :model, :team, :status, :task, :priority,"
+    " :timeout, :created_at, :estimated_micros, :steps, :privacy, :pii_detected, :encrypted,"
+    " :erase_after, :budget_day) RETURNING *")
+
+
+def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row,
+           agent: dict) -> sqlite3.Row:
+    """Admit one agent (caller holds a write transaction): checks, reservation, row."""
+    check_not_suspended(conn, key["id"])
+    check_concurrency(conn, config, key)
+    check_provider_capacity(conn, config, step_plan(config, agent["model"], agent["team"]))
+    day = budget.reserve(conn, config, agent["estimated_micros"])
+    for attempt in range(20):
+        values = {**agent, "budget_day": day,
+                  "agent_id": agent["agent_id"] if attempt == 0 else new_agent_id()}
         try:
-            conn.execute(
-                "INSERT INTO agents (agent_id, key_id, model, team, status, task, priority,"
-                " timeout, created_at, estimated_micros, steps, budget_day, privacy,"
-                " pii_detected, encrypted, erase_after)"
-                " VALUES (?, ?, ?, ?, 'spawning', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (agent_id, key["id"], model, req.get("team"), task, req["priority"],
-                 req["timeout"], clock.now_iso(), estimate, team_steps, day,
-                 json.dumps(options) if options else None, pii, int(encrypted),
-                 agentdata.erase_after(config, options)))
-            return emit(conn, "agent.spawned", agent_id)
+            (row,) = conn.execute(INSERT_AGENT, values).fetchall()
         except sqlite3.IntegrityError as exc:
             if "agents.agent_id" not in str(exc):
                 raise
+            continue
+        record_event(conn, "agent.spawned", row)
+        return row
     raise APIError(503, "Could not allocate an agent id, try again", retry_after=1)
 
 
@@ -124,9 +138,13 @@ def get(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row:
 def emit(conn: sqlite3.Connection, event_type: str, agent_id: str) -> sqlite3.Row:
     """Record an agent event from its current row; returns the row."""
     row = get(conn, agent_id)
+    record_event(conn, event_type, row)
+    return row
+
+
+def record_event(conn: sqlite3.Connection, event_type: str, row: sqlite3.Row) -> None:
     events.emit(conn, event_type, event_data(row))
     metrics.agent_event(conn, event_type, row)
-    return row
 
 
 def event_data(row: sqlite3.Row) -> dict:

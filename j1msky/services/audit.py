@@ -63,13 +63,20 @@ def wanted(config: dict, event: str, severity: str = "info") -> bool:
     return True
 
 
-def record(conn: sqlite3.Connection, config: dict, event: str, *, severity: str = "info",
-           api_key_id: str | None = None, ip_address: str | None = None,
-           user_agent: str | None = None, request_id: str | None = None,
-           resource: dict | None = None, details: dict | None = None,
-           request_body: Any = None, response_body: Any = None,
-           mask_pii: bool = False) -> int | None:
-    """Write one audit entry if the settings want it; return its id, or None if skipped.
+def record(conn: sqlite3.Connection, config: dict, event: str, **fields) -> int | None:
+    """Write one audit entry (see `entry`) if the settings want it; return its id, or
+    None if skipped."""
+    return insert(conn, entry(config, event, **fields))
+
+
+def entry(config: dict, event: str, *, severity: str = "info",
+          api_key_id: str | None = None, ip_address: str | None = None,
+          user_agent: str | None = None, request_id: str | None = None,
+          resource: dict | None = None, details: dict | None = None,
+          request_body: Any = None, response_body: Any = None,
+          mask_pii: bool = False) -> dict | None:
+    """The audit_log row of one entry, or None if the settings do not want it; made
+    before a transaction so the write lock is held only for its INSERT.
 
     ``event`` is one of EVENTS, ``severity`` one of SEVERITIES (anything else is a bug:
     ValueError). ``resource`` is ``{"type": ..., "id": ...}``; ``details`` a JSON-able
@@ -92,15 +99,25 @@ def record(conn: sqlite3.Connection, config: dict, event: str, *, severity: str 
         request_text = None if request_text is None else privacy.mask(request_text)
         response_text = None if response_text is None else privacy.mask(response_text)
     resource = resource or {}
+    return {"timestamp": clock.now_iso(), "event": event, "severity": severity,
+            "api_key_id": short(api_key_id), "ip_address": short(ip_address),
+            "user_agent": short(user_agent), "request_id": short(request_id),
+            "resource_type": short(resource.get("type")),
+            "resource_id": short(resource.get("id")),
+            "details": json.dumps(details, default=str), "request_body": request_text,
+            "response_body": response_text}
+
+
+def insert(conn: sqlite3.Connection, row: dict | None) -> int | None:
+    """Write an entry made by `entry` (None: nothing to write); its id."""
+    if row is None:
+        return None
     return conn.execute(
         "INSERT INTO audit_log (timestamp, event, severity, api_key_id, ip_address, user_agent,"
         " request_id, resource_type, resource_id, details, request_body, response_body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (clock.now_iso(), event, severity, short(api_key_id), short(ip_address),
-         short(user_agent), short(request_id), short(resource.get("type")),
-         short(resource.get("id")), json.dumps(details, default=str), request_text,
-         response_text),
-    ).lastrowid
+        " VALUES (:timestamp, :event, :severity, :api_key_id, :ip_address, :user_agent,"
+        " :request_id, :resource_type, :resource_id, :details, :request_body,"
+        " :response_body)", row).lastrowid
 
 
 def entry_view(row: sqlite3.Row) -> dict:
