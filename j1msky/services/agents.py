@@ -6,6 +6,7 @@ import math
 import secrets
 import sqlite3
 import time
+from dataclasses import dataclass
 
 from .. import metrics
 from ..db import transaction
@@ -200,8 +201,18 @@ def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
         return emit(conn, "agent.started", agent_id) if updated else None
 
 
-def record_step(conn: sqlite3.Connection, agent_id: str, index: int, *, model: str,
-                output: str, fallback_from: str | None, simulated: bool,
+@dataclass
+class Step:
+    """One answered step of an agent: the model that answered (None in fallback_from
+    when it was the step's own) and its output."""
+    index: int
+    model: str
+    output: str
+    fallback_from: str | None
+    simulated: bool
+
+
+def record_step(conn: sqlite3.Connection, agent_id: str, step: Step,
                 data_key: DataKey) -> bool:
     """Record one answered step's output (its cost was charged as its call settled);
     False if the agent is no longer running."""
@@ -209,16 +220,22 @@ def record_step(conn: sqlite3.Connection, agent_id: str, index: int, *, model: s
         row = get(conn, agent_id)
         if row["status"] != "running":
             return False
-        steps = json.loads(row["steps"]) if row["steps"] else None
-        if steps is not None:
-            steps[index].update({"model": model, "status": "completed",
-                                 "output": agentdata.seal_if(row["encrypted"], data_key, output),
-                                 "fallback_from": fallback_from})
-        conn.execute("UPDATE agents SET steps = ?, simulated = max(simulated, ?),"
-                     " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
-                     (json.dumps(steps) if steps is not None else None, int(simulated),
-                      fallback_from, agent_id))
+        save_step(conn, row, step, data_key)
         return True
+
+
+def save_step(conn: sqlite3.Connection, row: sqlite3.Row, step: Step,
+              data_key: DataKey) -> None:
+    steps = json.loads(row["steps"]) if row["steps"] else None
+    if steps is not None:
+        steps[step.index].update({
+            "model": step.model, "status": "completed",
+            "output": agentdata.seal_if(row["encrypted"], data_key, step.output),
+            "fallback_from": step.fallback_from})
+    conn.execute("UPDATE agents SET steps = ?, simulated = max(simulated, ?),"
+                 " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
+                 (json.dumps(steps) if steps is not None else None, int(step.simulated),
+                  step.fallback_from, row["agent_id"]))
 
 
 def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, model: str,
@@ -254,9 +271,11 @@ def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, 
 
 
 def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str | None = None,
-           error: str | None = None, data_key: DataKey) -> bool:
-    """running -> completed|failed, releasing the reservation; False if something else
-    (a cancel, a shutdown) got there first."""
+           error: str | None = None, last_step: Step | None = None,
+           data_key: DataKey) -> bool:
+    """running -> completed|failed, releasing the reservation, with its last answered
+    step recorded in the same transaction; False if something else (a cancel, a
+    shutdown) got there first."""
     with transaction(conn):
         row = get(conn, agent_id)
         pii = row["pii_detected"]
@@ -268,6 +287,8 @@ def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str 
             (status, agentdata.seal_if(row["encrypted"], data_key, result), error,
              clock.now_iso(), pii, agent_id)).rowcount == 1
         if done:
+            if last_step is not None:
+                save_step(conn, row, last_step, data_key)
             end_reservation(conn, agent_id)
             audit_finish(conn, emit(conn, f"agent.{status}", agent_id))
         return done

@@ -107,7 +107,7 @@ def run_agent(agent_id: str, cancel: threading.Event) -> None:
     key = current_app.extensions["j1msky_data_key"]
     task = agentdata.open_if(row["encrypted"], key, row["task"])
     try:
-        output = run_steps(conn, config, row, task, steps, deadline, cancel, key)
+        last = run_steps(conn, config, row, task, steps, deadline, cancel, key)
     except providers.Cancelled:
         return
     except providers.DeadlineExceeded:
@@ -119,26 +119,30 @@ def run_agent(agent_id: str, cancel: threading.Event) -> None:
         log.exception("agent %s failed unexpectedly", agent_id)
         agents.finish(conn, agent_id, "failed", error="internal error", data_key=key)
     else:
-        agents.finish(conn, agent_id, "completed", result=output, data_key=key)
+        agents.finish(conn, agent_id, "completed", result=last.output, last_step=last,
+                      data_key=key)
 
 
 def run_steps(conn, config: dict, row, task: str, steps: list[dict], deadline: float,
-              cancel: threading.Event, key) -> str | None:
-    """Each step gets the task and the previous step's output; returns the last output."""
-    output = None
+              cancel: threading.Event, key) -> agents.Step:
+    """Each step gets the task and the previous step's output. Every step but the last
+    is recorded here; the last is returned, for finish to record with the outcome."""
+    answered = None
     for index, step in enumerate(steps):
         if cancel.is_set():
             raise providers.Cancelled()
-        prompt = task if output is None else f"Task:\n{task}\n\nPrevious step's output:\n{output}"
+        prompt = task if answered is None else \
+            f"Task:\n{task}\n\nPrevious step's output:\n{answered.output}"
         call = Call(row["agent_id"], index, prompt, step["role"])
         model, completion = call_with_fallback(conn, config, step["model"], call, deadline,
                                                cancel)
-        output = completion.text
-        if not agents.record_step(conn, row["agent_id"], index, model=model, output=output,
-                                  fallback_from=step["model"] if model != step["model"] else None,
-                                  simulated=completion.simulated, data_key=key):
+        answered = agents.Step(index, model, completion.text,
+                               step["model"] if model != step["model"] else None,
+                               completion.simulated)
+        if index + 1 < len(steps) and not agents.record_step(conn, row["agent_id"], answered,
+                                                             key):
             raise providers.Cancelled()
-    return output
+    return answered
 
 
 @dataclass
