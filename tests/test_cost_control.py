@@ -114,6 +114,33 @@ def test_reservations_stop_spawns_before_the_budget_is_overshot(client, app, adm
     assert status["today_reserved"] <= 0.2 and status["today_spend"] == 0
 
 
+def test_an_estimate_that_fills_the_budget_exactly_is_reserved_and_the_next_is_not(
+        client, app, admin):
+    estimate = spawn(client, admin, model="sonnet", task="x").json["estimated_cost"]
+    assert client.delete(f"/api/agent/{agents_of(app)[0]}", headers=admin.headers).status_code == 200
+    configure(app, budget={"daily": round(2 * estimate, 6)})
+    assert [spawn(client, admin, model="sonnet", task="x").status_code for _ in range(3)] == \
+        [202, 202, 429]
+    status = client.get("/api/orchestrator/status", headers=admin.headers).json
+    assert status["today_reserved"] == round(2 * estimate, 6)
+
+
+def test_an_estimate_past_the_whole_budget_is_refused_on_a_fresh_day(client, app, admin):
+    configure(app, budget={"daily": 0.01})  # sonnet reserves ~$0.0615
+    response = spawn(client, admin, model="sonnet", task="too big")
+    assert response.status_code == 429
+    assert response.json["error"]["message"] == \
+        "Daily budget would be exceeded by this agent's estimated cost"
+    conn = connection_for(app.config["DATABASE"])
+    assert conn.execute("SELECT count(*) FROM budget_days").fetchone()[0] == 0
+    assert agents_of(app) == []
+
+
+def agents_of(app) -> list[str]:
+    conn = connection_for(app.config["DATABASE"])
+    return [r[0] for r in conn.execute("SELECT agent_id FROM agents ORDER BY id")]
+
+
 def test_budget_429_lasts_until_the_end_of_the_budget_day_in_its_time_zone(client, app, admin):
     configure(app, timezone="America/New_York", budget={"daily": 1})
     at(dt.datetime(2026, 3, 10, 23, 0, 0, tzinfo=UTC))  # 19:00 in New York

@@ -58,14 +58,20 @@ def estimate_micros(config: dict, steps: list[dict], task: str) -> int:
     return total
 
 
-def active_count(conn: sqlite3.Connection, key_id: str) -> int:
-    return conn.execute("SELECT count(*) FROM agents WHERE key_id = ? AND status IN"
-                        " ('spawning', 'running')", (key_id,)).fetchone()[0]
-
-
-def check_concurrency(conn: sqlite3.Connection, config: dict, key: sqlite3.Row) -> None:
+def check_key_may_spawn(conn: sqlite3.Connection, config: dict, key: sqlite3.Row) -> None:
+    """403 while the key is suspended by cost spike protection; 429 when it already has
+    its limit of agents in flight. One query for both."""
+    row = conn.execute(
+        "SELECT suspended_until, suspended_reason, (SELECT count(*) FROM agents WHERE"
+        " key_id = api_keys.id AND status IN ('spawning', 'running')) AS active"
+        " FROM api_keys WHERE id = ?", (key["id"],)).fetchone()
+    if row is None:
+        return
+    if keys.suspended(row):
+        raise APIError(403, f"API key suspended from spawning until"
+                            f" {clock.iso_out(row['suspended_until'])}: {row['suspended_reason']}")
     limit = key["max_concurrent"] or config["agents"]["max_concurrent_per_key"]
-    if active_count(conn, key["id"]) >= limit:
+    if row["active"] >= limit:
         raise APIError(429, f"This key already has {limit} agents in flight (its limit)",
                        retry_after=5)
 
@@ -111,8 +117,7 @@ INSERT_AGENT = (
 def insert(conn: sqlite3.Connection, config: dict, key: sqlite3.Row,
            agent: dict) -> sqlite3.Row:
     """Admit one agent (caller holds a write transaction): checks, reservation, row."""
-    check_not_suspended(conn, key["id"])
-    check_concurrency(conn, config, key)
+    check_key_may_spawn(conn, config, key)
     check_provider_capacity(conn, config, step_plan(config, agent["model"], agent["team"]))
     day = budget.reserve(conn, config, agent["estimated_micros"])
     for attempt in range(20):
@@ -169,15 +174,6 @@ def event_data(row: sqlite3.Row) -> dict:
 def options_of(row: sqlite3.Row) -> dict:
     """The agent's privacy options."""
     return json.loads(row["privacy"]) if row["privacy"] else {}
-
-
-def check_not_suspended(conn: sqlite3.Connection, key_id: str) -> None:
-    """A key suspended by cost spike protection may not spawn until it is lifted."""
-    row = conn.execute("SELECT suspended_until, suspended_reason FROM api_keys WHERE id = ?",
-                       (key_id,)).fetchone()
-    if row and keys.suspended(row):
-        raise APIError(403, f"API key suspended from spawning until"
-                            f" {clock.iso_out(row['suspended_until'])}: {row['suspended_reason']}")
 
 
 def end_reservation(conn: sqlite3.Connection, agent_id: str) -> int:

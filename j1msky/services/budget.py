@@ -64,17 +64,19 @@ def utilization_pct(config: dict, spent_micros: int) -> float:
 
 def reserve(conn: sqlite3.Connection, config: dict, estimate: int) -> str:
     """Reserve an estimate against today's budget (caller holds the write lock); 429 if
-    it does not fit. Returns the budget day."""
-    day = today(config)
-    spent, reserved = day_totals(conn, day)
-    budget = micros(config["budget"]["daily"])
-    if spent >= budget or spent + reserved + estimate > budget:
+    it does not fit. Returns the budget day. One statement checks and reserves."""
+    day, budget = today(config), micros(config["budget"]["daily"])
+    reserved = conn.execute(
+        "INSERT INTO budget_days (day, reserved_micros) SELECT :day, :estimate"
+        " WHERE :estimate <= :budget ON CONFLICT(day) DO UPDATE SET reserved_micros ="
+        " reserved_micros + excluded.reserved_micros WHERE spent_micros < :budget AND"
+        " spent_micros + reserved_micros + excluded.reserved_micros <= :budget RETURNING day",
+        {"day": day, "estimate": estimate, "budget": budget}).fetchall()
+    if not reserved:
+        spent, _ = day_totals(conn, day)
         raise APIError(429, "Daily budget exhausted" if spent >= budget else
                        "Daily budget would be exceeded by this agent's estimated cost",
                        retry_after=seconds_to_day_end(config))
-    conn.execute("INSERT INTO budget_days (day, reserved_micros) VALUES (?, ?) ON CONFLICT(day)"
-                 " DO UPDATE SET reserved_micros = reserved_micros + excluded.reserved_micros",
-                 (day, estimate))
     return day
 
 
