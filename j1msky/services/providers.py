@@ -235,6 +235,8 @@ def _attempt(kind: str, url: str, headers: dict, body: dict, timeout: tuple[floa
     if error is not None:
         problem = _scrub(f"{type(error).__name__}: {error}", key)
         return None, None, problem, isinstance(error, NETWORK_ERRORS)
+    if response.status_code < 300:
+        return response, completion, "", False
     problem = f"HTTP {response.status_code}: {_upstream_message(response)}"
     return response, completion, _scrub(problem, key), False
 
