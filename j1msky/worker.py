@@ -9,7 +9,9 @@ from its first byte (or if no byte comes within keepalive seconds), and answers 
 connections beyond server.max_connections_per_address. A request thread only ever parses
 a complete request; what it must still read (a chunked body, one past max_body_bytes, one
 behind ``Expect: 100-continue``) is bounded by the same deadline. With TLS the handshake is
-done here too, without blocking. See docs/DESIGN.md, "Slow and idle clients".
+done here too, without blocking. A request whose head and Content-Length body came in
+whole, with nothing after it, is handed to the thread as parsed here: each head is parsed
+once. See docs/DESIGN.md, "Slow and idle clients".
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ import time
 from functools import partial
 
 from gunicorn import util
-from gunicorn.http import get_parser
 from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import Request
+from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import IterUnreader
 from gunicorn.sock import ssl_context
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -44,6 +46,23 @@ class ReadTimeout(RequestTimeout):
     raised while gunicorn reads the head, the worker closes the connection."""
 
 
+class FrontParser(RequestParser):
+    """gunicorn's request parser, which can be handed its next request already parsed."""
+
+    def __init__(self, cfg, source, source_addr):
+        super().__init__(cfg, source, source_addr)
+        self.parsed: Request | None = None
+
+    def mesg_class(self, cfg, unreader, source_addr, req_number):
+        """Parser.__next__ builds each request with this (gunicorn's is the Request class
+        itself), after its keep-alive checks and the previous body's drain: the request
+        handed over, else one parsed from the connection."""
+        request, self.parsed = self.parsed, None
+        if request is not None:
+            return request
+        return Request(cfg, unreader, source_addr, req_number)
+
+
 class FrontConn(TConn):
     """A client connection, its place in the per-address count and the bytes read so far."""
 
@@ -53,6 +72,7 @@ class FrontConn(TConn):
         self.address = client[0] if isinstance(client, tuple) else str(client)
         self.received = bytearray()
         self.request_size: int | None = None  # head + body, once the head is parsed
+        self.parsed: Request | None = None  # the request in `received`, its body in memory
         self.handshaken = not cfg.is_ssl
         self.refused = False
         self.counts: dict[str, int] | None = None  # the per-address count it is in
@@ -60,11 +80,15 @@ class FrontConn(TConn):
         self.read_deadline = math.inf
 
     def init(self):
-        """In a request thread: gunicorn's parser, reading through recv() below."""
+        """In a request thread: gunicorn's parser, reading through recv() below, handed the
+        request parsed by request_in if it kept one, else the bytes read so far."""
         if self.parser is None:
-            self.parser = get_parser(self.cfg, self, self.client)
+            self.parser = FrontParser(self.cfg, self, self.client)
         super().init()
-        self.parser.unreader.unread(bytes(self.received))
+        if self.parsed is not None:
+            self.parser.parsed, self.parsed = self.parsed, None
+        else:
+            self.parser.unreader.unread(bytes(self.received))
         self.received.clear()
         self.request_size = None
 
@@ -90,14 +114,19 @@ class FrontConn(TConn):
         if b"\r\n\r\n" not in self.received:
             return len(self.received) > HEADER_ROOM
         unreader = IterUnreader([bytes(self.received)])
+        number = self.parser.req_count + 1 if self.parser else 1  # as the thread would count
         try:
-            request = Request(self.cfg, unreader, self.client)
+            request = Request(self.cfg, unreader, self.client, number)
             body = request.body.reader
             if any(name == "EXPECT" for name, _ in request.headers) or \
                     isinstance(body, LengthReader) and body.length > max_body:
                 return True
             if isinstance(body, LengthReader):
                 self.request_size = len(self.received) - len(unreader.buf.getvalue()) + body.length
+                if len(self.received) == self.request_size:
+                    # All in, nothing pipelined after it: its body reader holds exactly the
+                    # body, so the thread can take this request instead of parsing it again.
+                    self.parsed = request
                 return len(self.received) >= self.request_size
             request.body.read(max_body + 1)  # chunked: NoMoreData until its end is in
             return True

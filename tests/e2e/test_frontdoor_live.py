@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import select
 import socket
 import time
@@ -211,3 +212,66 @@ def test_a_filter_of_100_agent_ids_fits_the_request_line(live_server_factory):
     assert 4094 < len(f"GET /api/agents?{query} HTTP/1.1") < 8190  # gunicorn's default, ours
     status, _ = timed_get(live, auth, "127.0.0.1", "/api/agents?" + query)
     assert status == 200
+
+
+def send_spawn(conn: http.client.HTTPConnection, auth: dict, framing: str) -> None:
+    """POST /api/spawn on `conn`, its body framed and sent as `framing` says."""
+    body = json.dumps({"task": f"spawned {framing}"}).encode()
+    conn.putrequest("POST", "/api/spawn")
+    for name, value in {**auth, "Content-Type": "application/json"}.items():
+        conn.putheader(name, value)
+    if framing == "chunked":
+        conn.putheader("Transfer-Encoding", "chunked")
+        return conn.endheaders(iter([body[:5], body[5:]]), encode_chunked=True)
+    conn.putheader("Content-Length", str(len(body)))
+    if framing == "100-continue":
+        conn.putheader("Expect", "100-continue")
+        conn.endheaders()
+        assert conn.sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        return conn.send(body)
+    if framing == "in pieces":
+        conn.endheaders(body[:5])
+        time.sleep(0.3)  # the main loop has parsed the head and waits for the rest
+        return conn.send(body[5:])
+    conn.endheaders(body)
+
+
+@pytest.mark.parametrize("framing", ["whole", "in pieces", "chunked", "100-continue"])
+def test_a_spawn_is_answered_however_its_body_comes_and_the_connection_kept(
+        live_server_factory, framing):
+    live, auth = start(live_server_factory)
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    send_spawn(conn, auth, framing)
+    response = conn.getresponse()
+    spawned = json.loads(response.read())
+    assert response.status == 202, spawned
+    port = conn.sock.getsockname()[1]
+    conn.request("GET", f"/api/agent/{spawned['agent_id']}", headers=auth)
+    response = conn.getresponse()
+    agent = json.loads(response.read())
+    assert response.status == 200 and agent["task"] == f"spawned {framing}"
+    assert conn.sock.getsockname()[1] == port  # the same TCP connection
+    conn.close()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_pipelined_requests_in_one_send_are_answered_in_order(live_server_factory):
+    live, auth = start(live_server_factory)
+    sock = connect(live)
+    head = f"Host: 127.0.0.1\r\nAuthorization: {auth['Authorization']}\r\n"
+    body = json.dumps({"task": "pipelined"})
+    sock.sendall(f"POST /api/spawn HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n{body}"
+                 f"GET /api/agents HTTP/1.1\r\n{head}Connection: close\r\n\r\n".encode())
+    answers = read_until_closed(sock)
+    sock.close()
+    assert re.findall(rb"^HTTP/1.1 (\d+) ", answers, re.M) == [b"202", b"200"], answers
+    spawned_id = re.search(rb'"agent_id": ?"([^"]+)"', answers)[1]
+    listed = json.loads(answers.rpartition(b"\r\n\r\n")[2])["data"]
+    assert [agent["agent_id"] for agent in listed] == [spawned_id.decode()]
