@@ -141,14 +141,8 @@ def get(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row:
     return row
 
 
-def emit(conn: sqlite3.Connection, event_type: str, agent_id: str) -> sqlite3.Row:
-    """Record an agent event from its current row; returns the row."""
-    row = get(conn, agent_id)
-    record_event(conn, event_type, row)
-    return row
-
-
 def record_event(conn: sqlite3.Connection, event_type: str, row: sqlite3.Row) -> None:
+    """Record an agent event from its row as it is now."""
     events.emit(conn, event_type, event_data(row))
     metrics.agent_event(conn, event_type, row)
 
@@ -176,25 +170,35 @@ def options_of(row: sqlite3.Row) -> dict:
     return json.loads(row["privacy"]) if row["privacy"] else {}
 
 
-def end_reservation(conn: sqlite3.Connection, agent_id: str) -> int:
-    """The agent has ended: release its reservation except the estimates of its calls
-    still in flight, which stay reserved as its pending charge until they settle.
-    Returns the pending micro-dollars."""
-    row = get(conn, agent_id)
-    held = ledger.hold(conn, agent_id)
+def end_reservation(conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
+    """The agent of `row` has just ended: release its reservation except the estimates
+    of its calls still in flight, which stay reserved as its pending charge until they
+    settle. Returns its row, pending charge included."""
+    held = ledger.hold(conn, row["agent_id"])
     if row["budget_day"]:
         budget.release(conn, row["budget_day"], row["estimated_micros"] - held)
-    conn.execute("UPDATE agents SET pending_micros = ? WHERE agent_id = ?", (held, agent_id))
-    return held
+    if held == row["pending_micros"]:
+        return row
+    return one(conn, "UPDATE agents SET pending_micros = ? WHERE agent_id = ? RETURNING *",
+               (held, row["agent_id"]))
+
+
+def one(conn: sqlite3.Connection, sql: str, params) -> sqlite3.Row | None:
+    """The row a statement with RETURNING gives, if any (read to its end, so the
+    statement is done before the transaction goes on)."""
+    rows = conn.execute(sql, params).fetchall()
+    return rows[0] if rows else None
 
 
 def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
     """spawning -> running; None when the agent is no longer waiting (cancelled)."""
     with transaction(conn):
-        updated = conn.execute("UPDATE agents SET status = 'running', started_at = ?"
-                               " WHERE agent_id = ? AND status = 'spawning'",
-                               (clock.now_iso(), agent_id)).rowcount
-        return emit(conn, "agent.started", agent_id) if updated else None
+        row = one(conn, "UPDATE agents SET status = 'running', started_at = ? WHERE"
+                        " agent_id = ? AND status = 'spawning' RETURNING *",
+                  (clock.now_iso(), agent_id))
+        if row is not None:
+            record_event(conn, "agent.started", row)
+        return row
 
 
 @dataclass
@@ -216,22 +220,27 @@ def record_step(conn: sqlite3.Connection, agent_id: str, step: Step,
         row = get(conn, agent_id)
         if row["status"] != "running":
             return False
-        save_step(conn, row, step, data_key)
+        conn.execute("UPDATE agents SET steps = ?, simulated = max(simulated, ?),"
+                     " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
+                     (*step_columns(row, step, data_key), agent_id))
         return True
 
 
-def save_step(conn: sqlite3.Connection, row: sqlite3.Row, step: Step,
-              data_key: DataKey) -> None:
+def step_columns(row: sqlite3.Row, step: Step | None,
+                 data_key: DataKey) -> tuple[str | None, int, str | None]:
+    """(steps, simulated, fallback_from) of the agent once `step` is recorded (None:
+    as they are), for an UPDATE that takes the larger simulated and the first
+    fallback_from."""
+    if step is None:
+        return row["steps"], 0, None
     steps = json.loads(row["steps"]) if row["steps"] else None
     if steps is not None:
         steps[step.index].update({
             "model": step.model, "status": "completed",
             "output": agentdata.seal_if(row["encrypted"], data_key, step.output),
             "fallback_from": step.fallback_from})
-    conn.execute("UPDATE agents SET steps = ?, simulated = max(simulated, ?),"
-                 " fallback_from = coalesce(fallback_from, ?) WHERE agent_id = ?",
-                 (json.dumps(steps) if steps is not None else None, int(step.simulated),
-                  step.fallback_from, row["agent_id"]))
+        return json.dumps(steps), int(step.simulated), step.fallback_from
+    return None, int(step.simulated), step.fallback_from
 
 
 def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, model: str,
@@ -252,10 +261,11 @@ def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, 
         steps[step]["cost"] = round(steps[step]["cost"] + cost / 1_000_000, 6)
         if estimated:
             steps[step]["estimated"] = True
-    conn.execute(
-        "UPDATE agents SET actual_micros = actual_micros + ?, input_tokens = input_tokens + ?,"
-        " output_tokens = output_tokens + ?, estimated_charge_micros = estimated_charge_micros"
-        " + ?, pending_micros = pending_micros - ?, steps = ? WHERE agent_id = ?",
+    charged = one(
+        conn, "UPDATE agents SET actual_micros = actual_micros + ?, input_tokens ="
+              " input_tokens + ?, output_tokens = output_tokens + ?, estimated_charge_micros ="
+              " estimated_charge_micros + ?, pending_micros = pending_micros - ?, steps = ?"
+              " WHERE agent_id = ? RETURNING *",
         (cost, input_tokens, output_tokens, cost if estimated else 0, held,
          json.dumps(steps) if steps is not None else None, agent_id))
     if held and row["budget_day"]:
@@ -263,7 +273,7 @@ def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, 
     if cost and row["key_id"]:
         keys.suspend_on_cost_spike(conn, config, row["key_id"])
     if held and row["pending_micros"] == held:
-        emit(conn, "agent.charged", agent_id)
+        record_event(conn, "agent.charged", charged)
 
 
 def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str | None = None,
@@ -277,17 +287,19 @@ def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str 
         pii = row["pii_detected"]
         if pii is not None and result:
             pii = json.dumps(sorted(set(json.loads(pii)) | set(privacy.detect(result))))
-        done = conn.execute(
-            "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?,"
-            " pii_detected = ? WHERE agent_id = ? AND status = 'running'",
+        ended = one(
+            conn, "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?,"
+                  " pii_detected = ?, steps = ?, simulated = max(simulated, ?),"
+                  " fallback_from = coalesce(fallback_from, ?)"
+                  " WHERE agent_id = ? AND status = 'running' RETURNING *",
             (status, agentdata.seal_if(row["encrypted"], data_key, result), error,
-             clock.now_iso(), pii, agent_id)).rowcount == 1
-        if done:
-            if last_step is not None:
-                save_step(conn, row, last_step, data_key)
-            end_reservation(conn, agent_id)
-            audit_finish(conn, emit(conn, f"agent.{status}", agent_id))
-        return done
+             clock.now_iso(), pii, *step_columns(row, last_step, data_key), agent_id))
+        if ended is None:
+            return False
+        ended = end_reservation(conn, ended)
+        record_event(conn, f"agent.{status}", ended)
+        audit_finish(conn, ended)
+        return True
 
 
 def cancel(conn: sqlite3.Connection, agent_id: str) -> tuple[int, int]:
@@ -296,11 +308,12 @@ def cancel(conn: sqlite3.Connection, agent_id: str) -> tuple[int, int]:
     row = get(conn, agent_id)
     if row["status"] in FINISHED:
         raise APIError(409, f"Agent already {row['status']}")
-    conn.execute("UPDATE agents SET status = 'cancelled', completed_at = ?,"
-                 " error = 'cancelled by request' WHERE agent_id = ?",
-                 (clock.now_iso(), agent_id))
-    pending = end_reservation(conn, agent_id)
-    cancelled = emit(conn, "agent.cancelled", agent_id)
+    cancelled = end_reservation(conn, one(
+        conn, "UPDATE agents SET status = 'cancelled', completed_at = ?,"
+              " error = 'cancelled by request' WHERE agent_id = ? RETURNING *",
+        (clock.now_iso(), agent_id)))
+    record_event(conn, "agent.cancelled", cancelled)
+    pending = cancelled["pending_micros"]
     return max(row["estimated_micros"] - cancelled["actual_micros"] - pending, 0), pending
 
 
@@ -316,13 +329,14 @@ def erase_data(conn: sqlite3.Connection, agent_id: str) -> None:
 def interrupt_running(conn: sqlite3.Connection, reason: str) -> list[str]:
     """Fail every running agent (crash or shutdown): their provider calls are lost.
     Caller holds the transaction."""
-    ids = [r[0] for r in conn.execute("SELECT agent_id FROM agents WHERE status = 'running'")]
-    for agent_id in ids:
-        conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
-                     " WHERE agent_id = ?", (reason, clock.now_iso(), agent_id))
-        end_reservation(conn, agent_id)
-        audit_finish(conn, emit(conn, "agent.failed", agent_id))
-    return ids
+    failed = conn.execute("UPDATE agents SET status = 'failed', error = ?, completed_at = ?"
+                          " WHERE status = 'running' RETURNING *",
+                          (reason, clock.now_iso())).fetchall()
+    for row in sorted(failed, key=lambda r: r["id"]):
+        ended = end_reservation(conn, row)
+        record_event(conn, "agent.failed", ended)
+        audit_finish(conn, ended)
+    return [row["agent_id"] for row in failed]
 
 
 def audit_finish(conn: sqlite3.Connection, row: sqlite3.Row) -> None:

@@ -91,9 +91,11 @@ def charge(conn: sqlite3.Connection, config: dict, *, day: str, model: str, prov
            estimated: bool = False) -> None:
     """Record one paid call's usage and cost (`estimated`: its answer was lost, so the
     cost is its estimate); emit budget.alert when the level moves."""
-    before, _ = day_totals(conn, day)
-    conn.execute("INSERT INTO budget_days (day, spent_micros) VALUES (?, ?) ON CONFLICT(day)"
-                 " DO UPDATE SET spent_micros = spent_micros + excluded.spent_micros", (day, cost))
+    ((spent,),) = conn.execute(
+        "INSERT INTO budget_days (day, spent_micros) VALUES (?, ?) ON CONFLICT(day) DO UPDATE"
+        " SET spent_micros = spent_micros + excluded.spent_micros RETURNING spent_micros",
+        (day, cost)).fetchall()
+    before = spent - cost
     conn.execute(
         "INSERT INTO usage_daily (day, model, provider, key_id, calls, input_tokens,"
         " output_tokens, cost_micros, estimated_micros) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)"

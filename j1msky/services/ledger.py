@@ -30,9 +30,9 @@ def take(conn: sqlite3.Connection, call_id: int) -> sqlite3.Row | None:
 def hold(conn: sqlite3.Connection, agent_id: str) -> int:
     """The agent has ended: its calls still in flight keep their estimates reserved.
     Returns the micro-dollars held."""
-    conn.execute("UPDATE calls_in_flight SET held = 1 WHERE agent_id = ?", (agent_id,))
-    return conn.execute("SELECT coalesce(sum(estimate_micros), 0) FROM calls_in_flight"
-                        " WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+    return sum(row[0] for row in conn.execute(
+        "UPDATE calls_in_flight SET held = 1 WHERE agent_id = ? RETURNING estimate_micros",
+        (agent_id,)).fetchall())
 
 
 def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
