@@ -12,6 +12,7 @@ import time
 import zoneinfo
 from importlib import resources
 
+from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,6 @@ class ConfigSchema(Schema):
 
 def current() -> dict:
     """The config in force for the running app."""
-    from flask import current_app
     return current_app.extensions["j1msky_config"].get()
 
 

@@ -127,10 +127,21 @@ class Metrics:
             "j1msky_agent_duration_seconds", "Running time (started to finished) of agents"
             " that finished, by model and final status", ["model", "status"],
             buckets=DURATION_BUCKETS, registry=self.registry)
+        self.request_counters: dict[tuple[str, str, int], Counter] = {}
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)
         self.registry.register(StateCollector(app))
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu, fds
+
+    def request_counter(self, route: str, method: str, status: int) -> Counter:
+        """The http_requests child of these labels, looked up once (labels() takes a
+        lock and builds its key on every call)."""
+        key = (route, method, status)
+        child = self.request_counters.get(key)
+        if child is None:
+            child = self.request_counters[key] = self.http_requests.labels(
+                route, method, str(status))
+        return child
 
     def exposition(self, config: dict) -> bytes:
         """The registry in the Prometheus text format (0.0.4)."""
@@ -148,8 +159,8 @@ def count_request(response):
     """Count every answered request by its URL rule (bounded), method and status."""
     rule = request.url_rule
     method = request.method if request.method in METHODS else "OTHER"
-    current_app.extensions[EXTENSION].http_requests.labels(
-        rule.rule if rule is not None else "unmatched", method, str(response.status_code)).inc()
+    current_app.extensions[EXTENSION].request_counter(
+        rule.rule if rule is not None else "unmatched", method, response.status_code).inc()
     return response
 
 
