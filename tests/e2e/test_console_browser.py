@@ -113,7 +113,11 @@ def sign_in(driver, server, key: str, next_path: str = "/"):
     driver.get(f"{server.url}/login?next={next_path}")
     driver.find_element(By.ID, "key").send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(driver, 10).until(lambda d: "/login" not in d.current_url)
+    # The URL changes when the next page's navigation commits, before its document is
+    # in: elements found then can belong to the page being replaced.
+    WebDriverWait(driver, 10).until(
+        lambda d: "/login" not in d.current_url
+        and d.execute_script("return document.readyState") == "complete")
 
 
 def wait(driver, timeout: float = 15) -> WebDriverWait:
