@@ -177,6 +177,13 @@ def sync_log(conn: sqlite3.Connection) -> None:
         os.close(fd)
 
 
+def returning(conn: sqlite3.Connection, sql: str, params) -> sqlite3.Row | None:
+    """The row a statement with RETURNING gives, if any (read to its end, so the
+    statement is done before the transaction goes on)."""
+    rows = conn.execute(sql, params).fetchall()
+    return rows[0] if rows else None
+
+
 def _pending(conn: sqlite3.Connection) -> list:
     pending = getattr(_local, "after_commit", None)
     if pending is None:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from .. import metrics
-from ..db import transaction
+from ..db import returning, transaction
 from ..errors import APIError
 from . import agentdata, audit, budget, catalog, clock, events, keys, ledger, limits, privacy
 from .crypto import DataKey
@@ -179,23 +179,16 @@ def end_reservation(conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
         budget.release(conn, row["budget_day"], row["estimated_micros"] - held)
     if held == row["pending_micros"]:
         return row
-    return one(conn, "UPDATE agents SET pending_micros = ? WHERE agent_id = ? RETURNING *",
-               (held, row["agent_id"]))
-
-
-def one(conn: sqlite3.Connection, sql: str, params) -> sqlite3.Row | None:
-    """The row a statement with RETURNING gives, if any (read to its end, so the
-    statement is done before the transaction goes on)."""
-    rows = conn.execute(sql, params).fetchall()
-    return rows[0] if rows else None
+    return returning(conn, "UPDATE agents SET pending_micros = ? WHERE agent_id = ?"
+                           " RETURNING *", (held, row["agent_id"]))
 
 
 def mark_running(conn: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None:
     """spawning -> running; None when the agent is no longer waiting (cancelled)."""
     with transaction(conn):
-        row = one(conn, "UPDATE agents SET status = 'running', started_at = ? WHERE"
-                        " agent_id = ? AND status = 'spawning' RETURNING *",
-                  (clock.now_iso(), agent_id))
+        row = returning(conn, "UPDATE agents SET status = 'running', started_at = ? WHERE"
+                              " agent_id = ? AND status = 'spawning' RETURNING *",
+                        (clock.now_iso(), agent_id))
         if row is not None:
             record_event(conn, "agent.started", row)
         return row
@@ -239,8 +232,8 @@ def step_columns(row: sqlite3.Row, step: Step | None,
             "model": step.model, "status": "completed",
             "output": agentdata.seal_if(row["encrypted"], data_key, step.output),
             "fallback_from": step.fallback_from})
-        return json.dumps(steps), int(step.simulated), step.fallback_from
-    return None, int(step.simulated), step.fallback_from
+    return (json.dumps(steps) if steps is not None else None, int(step.simulated),
+            step.fallback_from)
 
 
 def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, model: str,
@@ -261,7 +254,7 @@ def charge(conn: sqlite3.Connection, config: dict, agent_id: str, *, step: int, 
         steps[step]["cost"] = round(steps[step]["cost"] + cost / 1_000_000, 6)
         if estimated:
             steps[step]["estimated"] = True
-    charged = one(
+    charged = returning(
         conn, "UPDATE agents SET actual_micros = actual_micros + ?, input_tokens ="
               " input_tokens + ?, output_tokens = output_tokens + ?, estimated_charge_micros ="
               " estimated_charge_micros + ?, pending_micros = pending_micros - ?, steps = ?"
@@ -287,7 +280,7 @@ def finish(conn: sqlite3.Connection, agent_id: str, status: str, *, result: str 
         pii = row["pii_detected"]
         if pii is not None and result:
             pii = json.dumps(sorted(set(json.loads(pii)) | set(privacy.detect(result))))
-        ended = one(
+        ended = returning(
             conn, "UPDATE agents SET status = ?, result = ?, error = ?, completed_at = ?,"
                   " pii_detected = ?, steps = ?, simulated = max(simulated, ?),"
                   " fallback_from = coalesce(fallback_from, ?)"
@@ -308,7 +301,7 @@ def cancel(conn: sqlite3.Connection, agent_id: str) -> tuple[int, int]:
     row = get(conn, agent_id)
     if row["status"] in FINISHED:
         raise APIError(409, f"Agent already {row['status']}")
-    cancelled = end_reservation(conn, one(
+    cancelled = end_reservation(conn, returning(
         conn, "UPDATE agents SET status = 'cancelled', completed_at = ?,"
               " error = 'cancelled by request' WHERE agent_id = ? RETURNING *",
         (clock.now_iso(), agent_id)))

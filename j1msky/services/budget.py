@@ -10,6 +10,7 @@ import datetime as dt
 import sqlite3
 import zoneinfo
 
+from ..db import returning
 from ..errors import APIError
 from . import clock, events
 
@@ -66,13 +67,14 @@ def reserve(conn: sqlite3.Connection, config: dict, estimate: int) -> str:
     """Reserve an estimate against today's budget (caller holds the write lock); 429 if
     it does not fit. Returns the budget day. One statement checks and reserves."""
     day, budget = today(config), micros(config["budget"]["daily"])
-    reserved = conn.execute(
-        "INSERT INTO budget_days (day, reserved_micros) SELECT :day, :estimate"
-        " WHERE :estimate <= :budget ON CONFLICT(day) DO UPDATE SET reserved_micros ="
-        " reserved_micros + excluded.reserved_micros WHERE spent_micros < :budget AND"
-        " spent_micros + reserved_micros + excluded.reserved_micros <= :budget RETURNING day",
-        {"day": day, "estimate": estimate, "budget": budget}).fetchall()
-    if not reserved:
+    reserved = returning(
+        conn, "INSERT INTO budget_days (day, reserved_micros) SELECT :day, :estimate"
+              " WHERE :estimate <= :budget ON CONFLICT(day) DO UPDATE SET reserved_micros ="
+              " reserved_micros + excluded.reserved_micros WHERE spent_micros < :budget AND"
+              " spent_micros + reserved_micros + excluded.reserved_micros <= :budget"
+              " RETURNING day",
+        {"day": day, "estimate": estimate, "budget": budget})
+    if reserved is None:
         spent, _ = day_totals(conn, day)
         raise APIError(429, "Daily budget exhausted" if spent >= budget else
                        "Daily budget would be exceeded by this agent's estimated cost",
